@@ -1,0 +1,80 @@
+"""train_model: from a company dataset to a registered, gated model in MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from tasks.data import fingerprint, load_dataset
+from tasks.evaluate import evaluate_challenger, score_champion
+from tasks.finetune import fine_tune
+from tasks.gate import GateDecision, gate
+from tasks.registry import Registration, register_model
+from tasks.split import split_dataset
+from tuneops import settings, tracking
+from tuneops.config import TuneopsConfig
+
+
+@dataclass
+class TrainOutcome:
+    """What a training run produced: the version, whether it was promoted and why, and timings."""
+
+    registration: Registration
+    decision: GateDecision
+    test_metrics: dict[str, float]
+    run_id: str
+    train_seconds: float
+
+
+@task(name="record-config")
+def record_config(cfg: TuneopsConfig, run_id: str) -> None:
+    """Log the resolved config as run params and the code version as a tag."""
+    tracking.log_params(run_id, cfg.model_dump(mode="json"))
+    tracking.set_tags(run_id, {"tuneops.code_version": tracking.code_version(),
+                               "tuneops.config_hash": cfg.fingerprint()})
+
+
+@task(name="report-outcome")
+def report_outcome(outcome: TrainOutcome) -> None:
+    """Leave a one-screen summary as a Prefect artifact and in the run log."""
+    r, d = outcome.registration, outcome.decision
+    lines = [f"# {r.name} v{r.version}", "",
+             f"**{'Promoted to champion' if r.promoted else 'Not promoted'}**: {d.reason}", "",
+             "| test metric | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in outcome.test_metrics.items()]
+    lines += ["", f"Model URI: `{r.model_uri}`; MLflow run `{outcome.run_id}`."]
+    create_markdown_artifact("\n".join(lines), key="training-outcome", description="Gate decision and metrics")
+    get_run_logger().info("%s v%s: %s", r.name, r.version, d.reason)
+
+
+@flow(name="train_model", log_prints=True)
+def train_model(config: TuneopsConfig) -> TrainOutcome:
+    """Validate the data, split it, fine-tune, evaluate, gate against the champion, register.
+
+    1. load the dataset named in ``config.data``;
+    2. validate it with Great Expectations (the flow stops here on bad data: nothing is trained);
+    3. split it deterministically into train / validation / test;
+    4. fine-tune the base model with the configured method;
+    5. evaluate on the test split, and re-score the champion on the same split;
+    6. gate: floors, and no regression beyond the margin;
+    7. register the version as 'challenger'; move 'champion' if the gate passed.
+    """
+    from tasks.validation import validate_data
+
+    with tracking.run(config.registry.experiment, run_name=config.registry.model_name) as run_id:
+        record_config(config, run_id)
+        data = load_dataset(config.data)
+        validate_data(data, config, run_id)
+        work = settings.runs_dir() / run_id
+        splits = split_dataset(data, config.data, config.split, work / "splits", run_id)
+        trained = fine_tune(config, splits, work, run_id)
+        metrics = evaluate_challenger(trained.model_dir, splits.paths["test"], config, run_id)
+        champion = score_champion(splits.paths["test"], config, run_id)
+        decision = gate(metrics, champion, config.gate, run_id)
+        data_fingerprint = fingerprint(data, [config.data.text_column, config.data.label_column])
+        registration = register_model(trained, config, data_fingerprint, splits, metrics, decision, run_id)
+    outcome = TrainOutcome(registration, decision, metrics, run_id, trained.train_seconds)
+    report_outcome(outcome)
+    return outcome

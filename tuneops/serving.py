@@ -1,0 +1,29 @@
+"""The MLflow pyfunc that a registered tuneops model is.
+
+It wraps :class:`tuneops.models.Classifier`, so serving predicts exactly as evaluation did.
+Input: a DataFrame with a ``text`` column (or a single column of texts). Output: one row per
+text with ``label`` and ``confidence``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+
+class TextClassifierModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from tuneops.models import Classifier
+
+        self.classifier = Classifier(context.artifacts["model"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        if isinstance(model_input, pd.DataFrame):
+            column = "text" if "text" in model_input.columns else model_input.columns[0]
+            texts = model_input[column].astype(str).tolist()
+        else:
+            texts = [str(t) for t in model_input]
+        out = self.classifier.predict(texts)
+        return pd.DataFrame({"label": out.labels, "confidence": out.confidences})
