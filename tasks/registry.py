@@ -75,7 +75,7 @@ def log_and_register(trained: TrainResult, cfg: TuneopsConfig, tags: dict[str, s
                 pip_requirements=PIP_REQUIREMENTS,
             )
             # Tags go in with the version in one call: no version ever exists without its provenance.
-            version = mlflow.register_model(info.model_uri, name, tags=tags).version
+            version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
     c = client()
     c.set_registered_model_alias(name, "challenger", version)
     previous = registry.alias_version(name, "champion")

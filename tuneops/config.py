@@ -180,13 +180,14 @@ class RegistryConfig(_Section):
 class TuneopsConfig(_Section):
     """A complete fine-tuning pipeline: data, checks, split, model, training, gate, registry."""
 
-    data: DataConfig
-    validation: ValidationSettings = Field(default_factory=ValidationSettings)
-    split: SplitConfig = Field(default_factory=SplitConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
-    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    data: DataConfig = Field(description="The company dataset and its columns.")
+    validation: ValidationSettings = Field(default_factory=ValidationSettings,
+                                           description="Data checks run before training.")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="Train/validation/test split.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The pretrained base model.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Fine-tuning method and knobs.")
+    gate: GateConfig = Field(default_factory=GateConfig, description="Promotion rules against the champion.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow names.")
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> TuneopsConfig:

@@ -13,7 +13,7 @@ def alias_version(name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client().get_model_version_by_alias(name, alias).version
+        return str(client().get_model_version_by_alias(name, alias).version)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
             return None
@@ -23,7 +23,7 @@ def alias_version(name: str, alias: str) -> str | None:
 def version_for_run(name: str, run_id: str) -> str | None:
     """The version already registered from a run (so a retried registration reuses it)."""
     versions = client().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-    return versions[0].version if versions else None
+    return str(versions[0].version) if versions else None
 
 
 def promote(name: str, version: str, reason: str, *, gate_must_pass: bool = True) -> str | None:

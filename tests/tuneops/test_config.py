@@ -1,0 +1,111 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tuneops.config import TuneopsConfig, load_config, validate_config
+from tuneops.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(path)
+    assert isinstance(cfg, TuneopsConfig)
+    assert Path(cfg.data.path).exists(), f"{path.name} points at missing data {cfg.data.path}"
+
+
+def test_shipped_configs_include_the_demo_and_full():
+    assert {"banking77_lora.yaml", "banking77_full.yaml"} <= {p.name for p in SHIPPED}
+
+
+def test_every_field_is_described():
+    def walk(model, prefix=""):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{prefix}{name} has no description"
+            ann = field.annotation
+            for sub in getattr(ann, "__args__", (ann,)):
+                if isinstance(sub, type) and hasattr(sub, "model_fields"):
+                    walk(sub, f"{prefix}{name}.")
+
+    walk(TuneopsConfig)
+
+
+def test_overrides_apply_with_yaml_types():
+    cfg = load_config(ROOT / "configs/banking77_lora.yaml", ["training.epochs=2", "training.lora.r=4",
+                                                             "gate.auto_promote=false"])
+    assert cfg.training.epochs == 2 and cfg.training.lora.r == 4 and cfg.gate.auto_promote is False
+
+
+def test_all_problems_reported_at_once():
+    raw = {"data": {"path": "x.csv", "txt_column": "t"},
+           "model": {"max_length": "long"},
+           "training": {"method": "full", "lora": {"r": 4}},
+           "split": {"validation_ratio": 0.5, "test_ratio": 0.6},
+           "gate": {"floors": {"acuracy": 0.5}}}
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    msg = str(err.value)
+    assert "data.txt_column: unknown field (did you mean 'text_column'?)" in msg
+    assert "model.max_length" in msg and "'long'" in msg
+    assert "lora settings are given but method is 'full'" in msg
+    assert "leaves no training data" in msg
+    assert "unknown metric 'acuracy'" in msg
+    assert "5 problems" in msg
+
+
+def test_contradictory_text_bounds():
+    with pytest.raises(ConfigError, match="min_text_chars .* greater than max_text_chars"):
+        validate_config({"data": {"path": "x"}, "validation": {"min_text_chars": 10, "max_text_chars": 5}})
+
+
+def test_selected_labels_must_be_allowed():
+    with pytest.raises(ConfigError, match="outside validation.allowed_labels: c"):
+        validate_config({"data": {"path": "x", "select_labels": ["a", "c"]},
+                         "validation": {"allowed_labels": ["a", "b"]}})
+
+
+def test_lora_defaults_filled_for_lora_method():
+    cfg = validate_config({"data": {"path": "x"}, "training": {"method": "lora"}})
+    assert cfg.training.lora is not None and cfg.training.lora.r == 16
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(ROOT / "configs/banking77_lora.yaml", ["training.epochs"])
+
+
+def test_config_fingerprint_changes_with_content():
+    a = validate_config({"data": {"path": "x"}})
+    b = validate_config({"data": {"path": "x"}, "training": {"epochs": 4}})
+    assert a.fingerprint() != b.fingerprint() and a.fingerprint() == validate_config({"data": {"path": "x"}}).fingerprint()
+
+
+def test_cli_bad_config_exits_2_listing_every_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  path: x.csv\n  labl_column: y\ntraining:\n  epochs: -1\n  batch_size: big\n")
+    proc = subprocess.run([sys.executable, "-m", "tuneops.cli", "train", str(bad)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "3 problems" in proc.stderr
+    for field in ("data.labl_column", "training.epochs", "training.batch_size"):
+        assert field in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_missing_config_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tuneops.cli", "train", "nope.yaml"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_invalid_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    proc = subprocess.run([sys.executable, "-m", "tuneops.cli", "train", str(bad)], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
