@@ -94,7 +94,10 @@ def _gx_checks(df: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
         named.append(("labels allowed", f"'{label}' must be one of the {len(v.allowed_labels)} allowed labels",
                       gxe.ExpectColumnValuesToBeInSet(column=label, value_set=v.allowed_labels)))
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (context.data_sources.add_pandas("tuneops").add_dataframe_asset("dataset")
              .add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": df}))
     suite = context.suites.add(gx.ExpectationSuite(name="dataset-contract"))
@@ -109,7 +112,7 @@ def _gx_checks(df: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
     for name, detail, expectation in named:
         r = by_type[(expectation.expectation_type, expectation.column)]
         res = r.result or {}
-        examples = [_show(x) for x in (res.get("partial_unexpected_list") or [])[:EXAMPLES]]
+        examples = [_show(x) for x in (res.get("partial_unexpected_list") or [])[:EXAMPLES] if not pd.isna(x)]
         if r.exception_info and r.exception_info.get("raised_exception"):
             detail = f"{detail}; check could not run: {r.exception_info.get('exception_message')}"
         checks.append(Check(name, bool(r.success), int(res.get("unexpected_count") or 0), examples,
