@@ -25,7 +25,7 @@ class TrainOutcome:
     decision: GateDecision
     test_metrics: dict[str, float]
     run_id: str
-    train_seconds: float
+    compute_seconds: dict[str, float]
 
 
 @task(name="record-config")
@@ -46,6 +46,7 @@ def report_outcome(outcome: TrainOutcome) -> None:
     lines += [f"| {k} | {v:.4f} |" for k, v in outcome.test_metrics.items()]
     lines += ["", f"Model URI: `{r.model_uri}`; MLflow run `{outcome.run_id}`."]
     create_markdown_artifact("\n".join(lines), key="training-outcome", description="Gate decision and metrics")
+    tracking.log_metrics(outcome.run_id, {f"compute_{k}_seconds": v for k, v in outcome.compute_seconds.items()})
     get_run_logger().info("%s v%s: %s", r.name, r.version, d.reason)
 
 
@@ -75,6 +76,8 @@ def train_model(config: TuneopsConfig) -> TrainOutcome:
         decision = gate(metrics, champion, config.gate, run_id)
         data_fingerprint = fingerprint(data, [config.data.text_column, config.data.label_column])
         registration = register_model(trained, config, data_fingerprint, splits, metrics, decision, run_id)
-    outcome = TrainOutcome(registration, decision, metrics, run_id, trained.train_seconds)
+    compute = {"train": trained.train_seconds, "validation": trained.eval_seconds, "test": metrics["seconds"],
+               "champion_rescore": champion[1]["seconds"] if champion else 0.0}
+    outcome = TrainOutcome(registration, decision, metrics, run_id, compute)
     report_outcome(outcome)
     return outcome

@@ -19,6 +19,7 @@ def score_texts(predict, frame: pd.DataFrame, cfg: TuneopsConfig) -> dict[str, f
     predicted = predict(texts)
     seconds = time.perf_counter() - start
     metrics = classification_metrics(frame[cfg.data.label_column].astype(str).tolist(), list(predicted))
+    metrics["seconds"] = seconds
     metrics["seconds_per_1000"] = seconds / max(len(texts), 1) * 1000
     return metrics
 

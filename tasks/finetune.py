@@ -23,6 +23,7 @@ class TrainResult:
     model_dir: str
     labels: list[str]
     train_seconds: float
+    eval_seconds: float
     trainable_params: int
     total_params: int
     best_validation: dict[str, float]
@@ -141,7 +142,9 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    start = time.perf_counter()
     best = trainer.evaluate()
+    eval_seconds = time.perf_counter() - start
 
     model_dir = out_dir / "model"
     exported = method.export(trainer.model)
@@ -151,7 +154,8 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run
     (model_dir / "tuneops_config.json").write_text(cfg.model_dump_json(indent=2))
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     return TrainResult(
-        model_dir=str(model_dir), labels=labels, train_seconds=seconds, trainable_params=trainable,
+        model_dir=str(model_dir), labels=labels, train_seconds=seconds, eval_seconds=eval_seconds,
+        trainable_params=trainable,
         total_params=total,
         best_validation={k.replace("eval_", ""): float(v) for k, v in best.items()
                          if k in ("eval_accuracy", "eval_macro_f1")},
