@@ -67,7 +67,7 @@ def train_model(config: TuneopsConfig) -> TrainOutcome:
     with tracking.run(config.registry.experiment, run_name=config.registry.model_name) as run_id:
         record_config(config, run_id)
         data = load_dataset(config.data)
-        validate_data(data, config, run_id)
+        data = validate_data(data, config, run_id)
         work = settings.runs_dir() / run_id
         splits = split_dataset(data, config.data, config.split, work / "splits", run_id)
         trained = fine_tune(config, splits, work, run_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,32 +12,12 @@ from prefect.cache_policies import NO_CACHE
 from tuneops.config import DataConfig
 from tuneops.errors import DataError
 
-READERS = {
-    ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""]),
-    ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
-    ".json": lambda p: pd.read_json(p, lines=True, dtype=False),
-    ".parquet": pd.read_parquet,
-}
 
+def read_table(uri: str) -> pd.DataFrame:
+    """Read a dataset from a local file/folder or an S3 object/prefix (see tuneops.storage)."""
+    from tuneops.storage import read_dataset
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read one CSV, JSONL or Parquet file, chosen by extension, with errors that say what to fix."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"dataset {path} does not exist; check data.path (relative paths resolve from "
-                        f"{Path.cwd()})")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(f"dataset {path} has extension '{path.suffix}'; use .csv, .jsonl or .parquet")
-    if path.stat().st_size == 0:
-        raise DataError(f"dataset {path} is empty (0 bytes); export the data again")
-    try:
-        return reader(path)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"dataset {path} is not UTF-8 ({exc.reason} at byte {exc.start}); re-export it "
-                        "as UTF-8") from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"dataset {path} cannot be parsed as {path.suffix[1:].upper()}: {exc}") from None
+    return read_dataset(str(uri))
 
 
 def stable_hash(values: pd.Series, salt: str = "") -> np.ndarray:
@@ -56,6 +35,17 @@ def fingerprint(df: pd.DataFrame, columns: list[str]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _is_data_error(state) -> bool:  # noqa: ANN001 - a Prefect State
+    """Bad data is not transient: do not retry it (boto3 already retried the network)."""
+    try:
+        state.result()
+    except DataError:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure may be transient
+        return False
+    return False
+
+
 def select_subset(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     """Keep the configured labels and at most ``max_rows_per_label`` rows each, deterministically."""
     if cfg.select_labels is not None and cfg.label_column in df:
@@ -71,7 +61,8 @@ def select_subset(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-@task(name="load-data", cache_policy=NO_CACHE)
+@task(name="load-data", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=3,
+      retry_condition_fn=lambda task, run, state: not _is_data_error(state))
 def load_dataset(cfg: DataConfig) -> pd.DataFrame:
     """Read the dataset named in the config and apply the configured subset."""
     return select_subset(read_table(cfg.path), cfg)

@@ -74,8 +74,13 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run
     """Train on the train split, select the best epoch on validation, export a plain model folder."""
     import torch
     import transformers
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from tuneops import methods
     from tuneops.models import resolve_base

@@ -38,13 +38,31 @@ def normalise(texts: pd.Series) -> pd.Series:
 def assign_splits(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig) -> pd.Series:
     """Name the split of every row ('train', 'validation' or 'test'), row by row from its key."""
     norm = normalise(df[data.text_column])
-    key = df[data.id_column].astype(str) if data.id_column else norm
-    u = stable_hash(key, salt=cfg.salt) / np.float64(2**64)
-    # Identical texts follow the row with the smallest hash, so they can never straddle splits.
-    u = pd.Series(u, index=df.index).groupby(norm.to_numpy()).transform("min").to_numpy()
+    if cfg.strategy == "time":
+        return _time_splits(df, data, cfg, norm)
+    key = df[data.group_column] if data.group_column else df[data.id_column] if data.id_column else norm
+    u = pd.Series(stable_hash(key.astype(str), salt=cfg.salt) / np.float64(2**64), index=df.index)
+    # Identical texts follow the row with the smallest hash, so they can never straddle splits; with
+    # a group column, a text shared by two groups pulls them together (min over both).
+    u = u.groupby(norm.to_numpy()).transform("min")
+    if data.group_column:
+        u = u.groupby(df[data.group_column].astype(str).to_numpy()).transform("min")
+    u = u.to_numpy()
     out = np.where(u < cfg.test_ratio, "test",
                    np.where(u < cfg.test_ratio + cfg.validation_ratio, "validation", "train"))
     return pd.Series(out, index=df.index, name="split")
+
+
+def _time_splits(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, norm: pd.Series) -> pd.Series:
+    """Most recent rows are test, the next most recent validation; duplicates follow their earliest row."""
+    stamps = pd.to_datetime(df[data.timestamp_column], errors="coerce", utc=True)
+    earliest = stamps.groupby(norm.to_numpy()).transform("min")
+    rank = earliest.rank(method="first", ascending=False, pct=True).to_numpy()
+    out = np.where(rank <= cfg.test_ratio, "test",
+                   np.where(rank <= cfg.test_ratio + cfg.validation_ratio, "validation", "train"))
+    # A text seen at several times takes the split of its earliest row.
+    out = pd.Series(out, index=df.index).groupby(norm.to_numpy()).transform("last")
+    return out.rename("split")
 
 
 @dataclass

@@ -39,6 +39,12 @@ class DataConfig(_Section):
     id_column: str | None = Field(
         None, description="Optional stable row id; the split is keyed on it when given, else on the text."
     )
+    group_column: str | None = Field(
+        None, description="Optional group id (customer, conversation): rows of one group share a split."
+    )
+    timestamp_column: str | None = Field(
+        None, description="Optional event time; needed for split.strategy 'time' (test = most recent rows)."
+    )
     select_labels: list[str] | None = Field(
         None,
         description="Keep only rows with these labels (a subset for demos and quick runs). "
@@ -60,9 +66,24 @@ class ValidationSettings(_Section):
     min_rows_per_class: int = Field(
         10, ge=1, description="Each label needs at least this many rows to be learnable and testable."
     )
+    max_class_imbalance: float = Field(
+        50.0, ge=1, description="Largest allowed ratio between the most and the least frequent label."
+    )
+    min_rows: int = Field(20, ge=1, description="Fewest rows the dataset may have.")
+    max_rows: int = Field(10_000_000, ge=1, description="Most rows the dataset may have.")
+    duplicates: Literal["fail", "warn"] = Field(
+        "warn", description="Exact duplicate texts: 'fail' stops the run, 'warn' reports them (they always "
+        "share a split, so they cannot leak)."
+    )
+    pii_policy: Literal["fail", "redact", "warn"] = Field(
+        "fail", description="Texts with e-mail addresses, phone numbers, IBANs or payment card numbers: 'fail' "
+        "stops the run, 'redact' masks them before training, 'warn' reports them and trains on them."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ValidationSettings:
+        if self.min_rows > self.max_rows:
+            raise ValueError(f"min_rows ({self.min_rows}) is greater than max_rows ({self.max_rows})")
         if self.min_text_chars > self.max_text_chars:
             raise ValueError(
                 f"min_text_chars ({self.min_text_chars}) is greater than max_text_chars ({self.max_text_chars})"
@@ -77,6 +98,10 @@ class SplitConfig(_Section):
     test_ratio: float = Field(0.2, gt=0, lt=1, description="Share of rows for the held-out test set (0..1).")
     salt: str = Field(
         "tuneops", description="Salt of the split hash. Changing it reshuffles every row; keep it fixed."
+    )
+    strategy: Literal["hash", "time"] = Field(
+        "hash", description="'hash': by each row's key, stable as data grows; 'time': the most recent rows "
+        "(data.timestamp_column) are the test set, the next most recent the validation set."
     )
 
     @model_validator(mode="after")
@@ -192,6 +217,8 @@ class TuneopsConfig(_Section):
     @model_validator(mode="after")
     def _labels_consistent(self) -> TuneopsConfig:
         selected, allowed = self.data.select_labels, self.validation.allowed_labels
+        if self.split.strategy == "time" and not self.data.timestamp_column:
+            raise ValueError("split.strategy is 'time' but data.timestamp_column is not set; name the column")
         if selected and allowed:
             outside = sorted(set(selected) - set(allowed))
             if outside:

@@ -83,7 +83,8 @@ def test_bad_data_stops_before_training(prefect_server, tiny_model, tmp_path):
     from flows.train_model import train_model
 
     bad = tmp_path / "bad.csv"
-    pd.DataFrame({"text": ["hello there"] * 30 + [""] * 5, "category": ["a"] * 15 + ["b"] * 20}).to_csv(bad, index=False)
+    frame = pd.DataFrame({"text": ["hello there"] * 30 + [""] * 5, "category": ["a"] * 15 + ["b"] * 20})
+    frame.to_csv(bad, index=False)
     with pytest.raises(DataError, match="text not null|text not blank"):
         train_model(config=tiny_config(str(bad), tiny_model, "flow-bad-data"))
     assert MlflowClient().search_model_versions("name = 'flow-bad-data'") == []

@@ -82,7 +82,8 @@ def test_bad_override_syntax():
 def test_config_fingerprint_changes_with_content():
     a = validate_config({"data": {"path": "x"}})
     b = validate_config({"data": {"path": "x"}, "training": {"epochs": 4}})
-    assert a.fingerprint() != b.fingerprint() and a.fingerprint() == validate_config({"data": {"path": "x"}}).fingerprint()
+    assert a.fingerprint() != b.fingerprint()
+    assert a.fingerprint() == validate_config({"data": {"path": "x"}}).fingerprint()
 
 
 def test_cli_bad_config_exits_2_listing_every_problem(tmp_path):

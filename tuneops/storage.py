@@ -1,0 +1,210 @@
+"""Datasets as local paths or ``s3://bucket/prefix`` URIs: one file, or a folder/prefix of many.
+
+S3 goes through boto3 with its standard configuration (``AWS_ENDPOINT_URL``, the usual AWS
+variables or profiles) and retries on transient errors. Every failure a user can cause (a
+missing object, an empty prefix, access denied, a path outside the allowed roots) becomes a
+:class:`DataError` that names the location and the fix.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tuneops.errors import DataError
+
+FORMATS = (".csv", ".jsonl", ".json", ".parquet")
+ALLOWED_ROOTS_ENV = "TUNEOPS_DATA_ROOTS"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One data file: where it is and how to read its bytes."""
+
+    uri: str
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.uri.split("?")[0]).suffix.lower()
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise DataError(f"{uri} names no bucket; write s3://bucket/prefix")
+    return bucket, key
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client configured from the environment, with adaptive retries."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "adaptive"},
+                                            connect_timeout=5, read_timeout=60))
+
+
+def _s3_error(exc: Exception, uri: str) -> DataError:
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        return DataError(f"no AWS credentials to read {uri}; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+                         "AWS_PROFILE")
+    if isinstance(exc, EndpointConnectionError):
+        return DataError(f"cannot reach the S3 endpoint for {uri} ({exc}); check AWS_ENDPOINT_URL and the network")
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return DataError(f"access denied to {uri} ({code}); grant s3:GetObject and s3:ListBucket to these "
+                             "credentials")
+        if code in ("NoSuchBucket",):
+            return DataError(f"bucket of {uri} does not exist; check the bucket name in data.path")
+        if code in ("NoSuchKey", "404"):
+            return DataError(f"{uri} does not exist; check data.path")
+        return DataError(f"S3 error reading {uri}: {code} {exc}")
+    return DataError(f"S3 error reading {uri}: {exc}")
+
+
+def check_allowed(path: Path) -> None:
+    """Refuse local paths outside ``TUNEOPS_DATA_ROOTS`` (colon-separated) when it is set."""
+    roots = [Path(r).resolve() for r in os.environ.get(ALLOWED_ROOTS_ENV, "").split(os.pathsep) if r]
+    if roots and not any(path.resolve().is_relative_to(root) for root in roots):
+        raise DataError(f"{path} is outside the allowed data roots ({', '.join(map(str, roots))}); move the data "
+                        f"under one of them or extend {ALLOWED_ROOTS_ENV}")
+
+
+def list_sources(uri: str) -> list[Source]:
+    """The data files a path or S3 URI names, sorted, each with a known format."""
+    if is_s3(uri):
+        return _list_s3(uri)
+    path = Path(uri)
+    check_allowed(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        usable = [p for p in files if p.suffix.lower() in FORMATS]
+        if not usable:
+            raise DataError(f"folder {path} holds no .csv, .jsonl or .parquet files"
+                            + (f" (found {', '.join(p.name for p in files[:5])})" if files else " (it is empty)"))
+        return [Source(str(p)) for p in usable]
+    if not path.exists():
+        raise DataError(f"dataset {path} does not exist; check data.path (relative paths resolve from {Path.cwd()})")
+    if path.suffix.lower() not in FORMATS:
+        raise DataError(f"dataset {path} has extension '{path.suffix}'; use .csv, .jsonl or .parquet")
+    return [Source(str(path))]
+
+
+def _list_s3(uri: str) -> list[Source]:
+    bucket, prefix = split_s3(uri)
+    client = s3_client()
+    keys: list[str] = []
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error(exc, uri) from None
+    if prefix in keys:  # an exact object
+        keys = [prefix]
+    usable = sorted(k for k in keys if Path(k).suffix.lower() in FORMATS)
+    if not usable and Path(prefix).suffix.lower() in FORMATS:
+        raise DataError(f"{uri} does not exist; check data.path (list the bucket with `aws s3 ls`)")
+    if not usable:
+        raise DataError(f"{uri} matches no .csv, .jsonl or .parquet objects"
+                        + (f" (found {', '.join(keys[:5])})" if keys else " (the prefix is empty)")
+                        + "; check data.path")
+    return [Source(f"s3://{bucket}/{k}") for k in usable]
+
+
+def read_bytes(source: Source) -> bytes:
+    if is_s3(source.uri):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3(source.uri)
+        try:
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise _s3_error(exc, source.uri) from None
+    return Path(source.uri).read_bytes()
+
+
+def parse(data: bytes, source: Source) -> pd.DataFrame:
+    """Parse one file's bytes by extension, with errors that name the file and the fix."""
+    name = source.uri
+    if not data.strip():
+        raise DataError(f"{name} is empty (0 bytes of data); export it again")
+    try:
+        if source.suffix == ".parquet":
+            return pd.read_parquet(io.BytesIO(data))
+        if data.startswith(b"\xef\xbb\xbf"):
+            raise DataError(f"{name} starts with a UTF-8 byte-order mark; save it as UTF-8 without BOM")
+        text = data.decode("utf-8")
+        if source.suffix == ".csv":
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+        return _read_jsonl(text, name)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{name} is not UTF-8 (byte {data[exc.start]:#x} at offset {exc.start}; latin-1 or "
+                        "cp1252?); re-export it as UTF-8") from None
+    except DataError:
+        raise
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        first = str(exc).splitlines()[0][:200]
+        kind = {".csv": "CSV", ".parquet": "Parquet"}.get(source.suffix, "JSON Lines")
+        raise DataError(f"{name} cannot be parsed as {kind}: {first}; fix or re-export the file") from None
+
+
+def _read_jsonl(text: str, name: str) -> pd.DataFrame:
+    try:
+        return pd.read_json(io.StringIO(text), lines=True, dtype=False)
+    except ValueError:
+        import json
+
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    raise DataError(f"{name} line {number} is not a JSON object; each line must be one record")
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{name} line {number} is not valid JSON ({exc.msg}: {line[:60]!r}); "
+                                "the file may be truncated, re-export it") from None
+        raise
+
+
+def read_dataset(uri: str) -> pd.DataFrame:
+    """Read every file under a path or S3 prefix into one frame; all files must share one schema."""
+    sources = list_sources(uri)
+    frames = [(s, parse(read_bytes(s), s)) for s in sources]
+    first_source, first = frames[0]
+    for source, frame in frames[1:]:
+        if set(frame.columns) != set(first.columns):
+            raise DataError(f"files under {uri} have different columns: {Path(first_source.uri).name} has "
+                            f"{sorted(first.columns)}, {Path(source.uri).name} has {sorted(frame.columns)}; "
+                            "export them with one schema")
+    if len(frames) == 1:
+        return first
+    return pd.concat([f for _, f in frames], ignore_index=True)
+
+
+def write_bytes(data: bytes, uri: str) -> None:
+    """Write to a local path or an S3 URI (used for reports and tests)."""
+    if is_s3(uri):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            raise _s3_error(exc, uri) from None
+        return
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    Path(uri).write_bytes(data)
