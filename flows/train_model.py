@@ -8,8 +8,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.data import fingerprint, load_dataset
-from tasks.evaluate import evaluate_challenger, score_champion
-from tasks.finetune import fine_tune
+from tasks.evaluate import ChampionScores, Evaluation, evaluate_challenger, publish_report, score_champion
+from tasks.finetune import TrainResult, fine_tune
 from tasks.gate import GateDecision, gate
 from tasks.registry import Registration, register_model
 from tasks.split import split_dataset
@@ -26,6 +26,16 @@ class TrainOutcome:
     test_metrics: dict[str, float]
     run_id: str
     compute_seconds: dict[str, float]
+
+
+def compute_seconds(trained: TrainResult, challenger: Evaluation, champion: ChampionScores | None) -> dict[str, float]:
+    """Seconds spent in model compute (training loop and evaluations), for the overhead benchmark."""
+    rescoring = 0.0
+    if champion is not None:
+        rescoring = sum(e.metrics["seconds"] for e in (champion.current, champion.champion_previous,
+                                                        champion.challenger_previous) if e is not None)
+    return {"train": trained.train_seconds, "validation": trained.eval_seconds,
+            "test": challenger.metrics["seconds"], "champion_rescore": rescoring}
 
 
 @task(name="record-config")
@@ -59,7 +69,8 @@ def train_model(config: TuneopsConfig) -> TrainOutcome:
     3. split it deterministically into train / validation / test;
     4. fine-tune the base model with the configured method;
     5. evaluate on the test split, and re-score the champion on the same split;
-    6. gate: floors, and no regression beyond the margin;
+    6. gate: floors, a confidence interval on the difference to the champion, per-class and per-slice
+       non-regression, and no forgetting on the champion's own test split; publish the report;
     7. register the version as 'challenger'; move 'champion' if the gate passed.
     """
     from tasks.validation import validate_data
@@ -71,13 +82,16 @@ def train_model(config: TuneopsConfig) -> TrainOutcome:
         work = settings.runs_dir() / run_id
         splits = split_dataset(data, config.data, config.split, work / "splits", run_id)
         trained = fine_tune(config, splits, work, run_id)
-        metrics = evaluate_challenger(trained.model_dir, splits.paths["test"], config, run_id)
-        champion = score_champion(splits.paths["test"], config, run_id)
-        decision = gate(metrics, champion, config.gate, run_id)
+        test = splits.paths["test"]
+        challenger = evaluate_challenger(trained.model_dir, test, config, work / "evaluation", run_id)
+        champion = score_champion(trained.model_dir, test, splits.fingerprints["test"], config,
+                                  work / "evaluation", run_id)
+        decision = gate(challenger, champion, config.gate, run_id)
+        publish_report(config, challenger, decision.to_markdown(), run_id)
         data_fingerprint = fingerprint(data, [config.data.text_column, config.data.label_column])
-        registration = register_model(trained, config, data_fingerprint, splits, metrics, decision, run_id)
-    compute = {"train": trained.train_seconds, "validation": trained.eval_seconds, "test": metrics["seconds"],
-               "champion_rescore": champion[1]["seconds"] if champion else 0.0}
-    outcome = TrainOutcome(registration, decision, metrics, run_id, compute)
+        registration = register_model(trained, config, data_fingerprint, splits, challenger.metrics, decision,
+                                      run_id)
+    outcome = TrainOutcome(registration, decision, challenger.metrics, run_id,
+                           compute_seconds(trained, challenger, champion))
     report_outcome(outcome)
     return outcome

@@ -1,11 +1,27 @@
-"""Decide whether the challenger may replace the champion."""
+"""Decide whether the challenger may replace the champion, with statistics, and say why.
+
+Rules, in order (every one is recorded with its numbers, the first failures give the reason):
+1. floors: absolute minimums per metric;
+2. champion comparison on the same test split: a paired bootstrap confidence interval of
+   (challenger - champion) on the primary metric, or McNemar's exact test for accuracy;
+   non-inferiority needs lower bound >= -max_regression, superiority needs lower bound > 0;
+3. per-slice non-regression: no class, and no value of a configured slice column, may lose more
+   than max_slice_drop accuracy (slices under min_slice_rows are reported, not gated);
+4. forgetting: on the champion's own (previous) test split the challenger may lose at most
+   max_regression on the primary metric.
+A first model (no champion) is gated on floors alone.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+import pandas as pd
 from prefect import task
 
+from tasks.evaluate import ChampionScores, Evaluation
+from tasks.finetune import classification_metrics
 from tuneops.config import GateConfig
 
 
@@ -21,47 +37,154 @@ class GateDecision:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def to_markdown(self) -> str:
+        lines = [f"## Gate: {'PASSED' if self.passed else 'FAILED'}", "", self.reason, "",
+                 "| check | result | numbers |", "|---|---|---|"]
+        for c in self.checks:
+            numbers = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()
+                                if k not in ("check", "passed", "gated"))
+            result = "ok" if c["passed"] else ("FAIL" if c.get("gated", True) else "not gated")
+            lines.append(f"| {c['check']} | {result} | {numbers} |")
+        return "\n".join(lines)
 
-def decide(challenger: dict[str, float], champion: dict[str, float] | None, cfg: GateConfig,
-           champion_version: str | None = None) -> GateDecision:
-    """Apply absolute floors, then non-regression against the champion on the same test split."""
-    checks, failures = [], []
+
+def _metric(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> float:
+    return classification_metrics(list(y_true), list(y_pred))[metric]
+
+
+def paired_bootstrap(challenger: pd.DataFrame, champion: pd.DataFrame, metric: str, samples: int,
+                     confidence: float, seed: int = 0) -> tuple[float, float, float]:
+    """Observed difference (challenger - champion) and its percentile confidence interval."""
+    y = challenger.y_true.to_numpy()
+    a, b = challenger.y_pred.to_numpy(), champion.y_pred.to_numpy()
+    observed = _metric(y, a, metric) - _metric(y, b, metric)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(samples, len(y)))
+    if metric == "accuracy":
+        diff = (a == y).astype(float) - (b == y).astype(float)
+        deltas = diff[idx].mean(axis=1)
+    else:
+        deltas = np.array([_metric(y[i], a[i], metric) - _metric(y[i], b[i], metric) for i in idx])
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(deltas, [tail, 1 - tail])
+    return float(observed), float(low), float(high)
+
+
+def mcnemar(challenger: pd.DataFrame, champion: pd.DataFrame) -> tuple[int, int, float]:
+    """Discordant pairs (only challenger right, only champion right) and the exact two-sided p-value."""
+    from scipy.stats import binomtest
+
+    y = challenger.y_true.to_numpy()
+    a, b = challenger.y_pred.to_numpy() == y, champion.y_pred.to_numpy() == y
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return only_a, only_b, float(p)
+
+
+def _compare(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig, version: str) -> dict:
+    m = cfg.primary_metric
+    if cfg.test == "mcnemar":
+        only_a, only_b, p = mcnemar(challenger, champion)
+        delta = (only_a - only_b) / len(challenger)
+        alpha = 1 - cfg.confidence
+        if cfg.policy == "superiority":
+            ok = p < alpha and only_a > only_b
+        else:
+            ok = not (p < alpha and only_b > only_a) and delta >= -cfg.max_regression
+        return {"check": f"vs champion v{version} ({m}, McNemar, {cfg.policy})", "delta": delta,
+                "only_challenger_right": only_a, "only_champion_right": only_b, "p_value": p, "passed": bool(ok)}
+    delta, low, high = paired_bootstrap(challenger, champion, m, cfg.bootstrap_samples, cfg.confidence)
+    bound = 0.0 if cfg.policy == "superiority" else -cfg.max_regression
+    ok = low > bound if cfg.policy == "superiority" else low >= bound
+    return {"check": f"vs champion v{version} ({m}, paired bootstrap, {cfg.policy})", "delta": delta,
+            "ci_low": low, "ci_high": high, "bound": bound, "confidence": cfg.confidence, "passed": bool(ok)}
+
+
+def slice_checks(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig) -> list[dict]:
+    """Accuracy per class and per slice value, challenger vs champion on the same rows."""
+    groups = {"class": challenger.y_true}
+    groups.update({c.removeprefix("slice:"): challenger[c] for c in challenger.columns if c.startswith("slice:")})
+    right_a = challenger.y_pred == challenger.y_true
+    right_b = champion.y_pred == champion.y_true
+    checks = []
+    for kind, values in groups.items():
+        table = pd.DataFrame({"key": values.to_numpy(), "a": right_a.to_numpy(), "b": right_b.to_numpy()})
+        for key, part in table.groupby("key"):
+            drop = float(part.b.mean() - part.a.mean())
+            gated = len(part) >= cfg.min_slice_rows
+            if drop > 0:
+                checks.append({"check": f"slice {kind}={key}", "challenger": float(part.a.mean()),
+                               "champion": float(part.b.mean()), "drop": drop, "rows": len(part),
+                               "bound": cfg.max_slice_drop, "gated": gated,
+                               "passed": bool(drop <= cfg.max_slice_drop or not gated)})
+    return checks
+
+
+def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | None = None,
+           champion_version: str | None = None,
+           previous: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> GateDecision:
+    """Apply the rules to per-example predictions (columns y_true, y_pred, optional slice:<col>)."""
+    metrics = classification_metrics(challenger.y_true.tolist(), challenger.y_pred.tolist())
+    checks: list[dict] = []
     for metric, floor in sorted(cfg.floors.items()):
-        ok = challenger[metric] >= floor
-        checks.append({"check": f"floor {metric}", "value": challenger[metric], "bound": floor, "passed": ok})
-        if not ok:
-            failures.append(f"{metric} {challenger[metric]:.4f} is below the floor {floor:.4f}")
+        checks.append({"check": f"floor {metric}", "value": metrics[metric], "bound": floor,
+                       "passed": metrics[metric] >= floor})
     if champion is not None:
+        checks.append(_compare(challenger, champion, cfg, champion_version or "?"))
+        checks += slice_checks(challenger, champion, cfg)
+    if previous is not None:
         m = cfg.primary_metric
-        delta = challenger[m] - champion[m]
-        ok = delta >= -cfg.max_regression
-        checks.append({"check": f"vs champion {m}", "value": challenger[m], "champion": champion[m],
-                       "delta": delta, "bound": -cfg.max_regression, "passed": ok})
-        if not ok:
-            failures.append(f"{m} {challenger[m]:.4f} is {-delta:.4f} below champion v{champion_version} "
-                            f"({champion[m]:.4f}) on the same test split; allowed regression is "
-                            f"{cfg.max_regression:.4f}")
+        chall_prev, champ_prev = previous
+        a = classification_metrics(chall_prev.y_true.tolist(), chall_prev.y_pred.tolist())[m]
+        b = classification_metrics(champ_prev.y_true.tolist(), champ_prev.y_pred.tolist())[m]
+        checks.append({"check": f"forgetting ({m} on the previous test split)", "challenger": a, "champion": b,
+                       "delta": a - b, "bound": -cfg.max_regression, "rows": len(chall_prev),
+                       "passed": a - b >= -cfg.max_regression})
+
+    failures = [_explain(c) for c in checks if not c["passed"]]
     if failures:
         return GateDecision(False, "not promoted: " + "; ".join(failures), champion_version, checks)
     if champion is None:
-        reason = "passed: first model, all floors met"
-    else:
-        m = cfg.primary_metric
-        reason = (f"passed: {m} {challenger[m]:.4f} vs champion v{champion_version} {champion[m]:.4f} "
-                  f"(same test split), all floors met")
-    return GateDecision(True, reason, champion_version, checks)
+        return GateDecision(True, "passed: first model, all floors met", champion_version, checks)
+    compare = next(c for c in checks if c["check"].startswith("vs champion"))
+    detail = (f"CI [{compare['ci_low']:+.4f}, {compare['ci_high']:+.4f}]" if "ci_low" in compare
+              else f"McNemar p={compare['p_value']:.3g}")
+    return GateDecision(True, f"passed: {cfg.primary_metric} {compare['delta']:+.4f} vs champion "
+                              f"v{champion_version} on the same test split ({detail}, {cfg.policy}); floors, slices"
+                              f"{' and previous split' if previous else ''} hold", champion_version, checks)
+
+
+def _explain(check: dict) -> str:
+    name = check["check"]
+    if name.startswith("floor"):
+        return f"{name.removeprefix('floor ')} {check['value']:.4f} is below the floor {check['bound']:.4f}"
+    if name.startswith("vs champion"):
+        if "ci_low" in check:
+            return (f"{name}: difference {check['delta']:+.4f}, {check['confidence']:.0%} CI lower bound "
+                    f"{check['ci_low']:+.4f} {'<=' if check['bound'] == 0 else '<'} {check['bound']:+.4f}")
+        return (f"{name}: difference {check['delta']:+.4f} (challenger alone right {check['only_challenger_right']}, "
+                f"champion alone right {check['only_champion_right']}, p={check['p_value']:.3g})")
+    if name.startswith("slice"):
+        return (f"{name} accuracy drops {check['drop']:.4f} ({check['champion']:.3f} -> {check['challenger']:.3f}, "
+                f"{check['rows']} rows) > {check['bound']:.4f}")
+    return (f"{name}: {check['challenger']:.4f} vs champion {check['champion']:.4f}, "
+            f"more than {-check['bound']:.4f} lower")
 
 
 @task(name="gate")
-def gate(challenger: dict[str, float], champion: tuple[str, dict[str, float]] | None, cfg: GateConfig,
-         run_id: str) -> GateDecision:
-    """Decide promotion and record the decision and its reason on the run."""
+def gate(challenger: Evaluation, champion: ChampionScores | None, cfg: GateConfig, run_id: str) -> GateDecision:
+    """Decide promotion and record the decision, its reason and every number on the run."""
     import json
 
     from tuneops import tracking
 
-    version, metrics = champion if champion else (None, None)
-    decision = decide(challenger, metrics, cfg, version)
+    previous = None
+    if champion is not None and champion.challenger_previous and champion.champion_previous:
+        previous = (pd.read_parquet(champion.challenger_previous.predictions_path),
+                    pd.read_parquet(champion.champion_previous.predictions_path))
+    decision = decide(pd.read_parquet(challenger.predictions_path), cfg,
+                      pd.read_parquet(champion.current.predictions_path) if champion else None,
+                      champion.version if champion else None, previous)
     tracking.set_tags(run_id, {"tuneops.gate.passed": decision.passed, "tuneops.gate.reason": decision.reason[:5000]})
-    tracking.log_text(run_id, json.dumps(decision.to_dict(), indent=2), "gate/decision.json")
+    tracking.log_text(run_id, json.dumps(decision.to_dict(), indent=2, default=float), "gate/decision.json")
     return decision

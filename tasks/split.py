@@ -123,6 +123,11 @@ def split_dataset(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, out_dir:
 
     result = split_frame(df, data, cfg, out_dir)
     tracking.log_artifacts(run_id, out_dir, "splits")
+    columns = [data.text_column, data.label_column]
+    frames = {"dataset": (df, data.path, fingerprint(df, columns))}
+    frames.update({name: (pd.read_parquet(path), f"{data.path}#split={name}", result.fingerprints[name])
+                   for name, path in result.paths.items()})
+    tracking.log_datasets(run_id, frames, targets=data.label_column)
     tracking.log_params(run_id, {f"split.{n}.rows": s for n, s in result.sizes.items()})
     tracking.set_tags(run_id, {f"tuneops.split.{n}.fingerprint": f for n, f in result.fingerprints.items()})
     create_markdown_artifact(result.to_markdown(), key="data-split", description="Split sizes and fingerprints")

@@ -264,7 +264,8 @@ def _pandas_checks(frame: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
 def validate_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None = None) -> ValidationReport:
     """Run every check of the contract on a dataset (plain function; the task wraps it)."""
     d = cfg.data
-    required = [c for c in (d.text_column, d.label_column, d.id_column, d.group_column, d.timestamp_column) if c]
+    required = [c for c in (d.text_column, d.label_column, d.id_column, d.group_column, d.timestamp_column,
+                            *cfg.gate.slice_columns) if c]
     missing = [c for c in required if c not in df.columns]
     checks = [Check("required columns", not missing, 0, [],
                     f"missing column(s) {', '.join(repr(m) for m in missing)}; found {list(df.columns)}; set "

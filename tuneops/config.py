@@ -165,19 +165,44 @@ class TrainingConfig(_Section):
 
 
 class GateConfig(_Section):
-    """When a newly trained model (the challenger) may replace the champion."""
+    """When a newly trained model (the challenger) may replace the champion.
+
+    Both are scored on the *current* test split. The primary metric's difference gets a
+    confidence interval (paired bootstrap) or McNemar's test; per-class and per-slice
+    accuracy may not drop by more than ``max_slice_drop``; and on retraining with new data the
+    challenger must hold its quality on the champion's own (previous) test split.
+    """
 
     primary_metric: Literal["accuracy", "macro_f1"] = Field(
         "accuracy", description="Metric compared between challenger and champion."
     )
+    policy: Literal["non_inferiority", "superiority"] = Field(
+        "non_inferiority", description="'non_inferiority': the CI's lower bound of (challenger - champion) must "
+        "be >= -max_regression; 'superiority': the lower bound must be > 0."
+    )
+    test: Literal["bootstrap", "mcnemar"] = Field(
+        "bootstrap", description="'bootstrap': paired bootstrap CI of the metric difference; 'mcnemar': exact "
+        "McNemar test on per-example correctness (accuracy only)."
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the interval / test.")
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples.")
     floors: dict[str, float] = Field(
         default_factory=lambda: {"accuracy": 0.0},
         description="Absolute minimum per metric (accuracy, macro_f1), each in [0, 1].",
     )
     max_regression: float = Field(
         0.01, ge=0, le=1,
-        description="How far below the champion (re-scored on the same test split) the challenger's "
-        "primary metric may be, in absolute points (0.01 = one percentage point).",
+        description="Non-inferiority margin in absolute points (0.01 = one percentage point); also the most "
+        "the challenger may lose on the previous test split (forgetting check).",
+    )
+    max_slice_drop: float = Field(
+        0.10, ge=0, le=1, description="Most a class's or slice's accuracy may drop against the champion."
+    )
+    slice_columns: list[str] = Field(
+        default_factory=list, description="Data columns whose values are slices to protect (channel, region...)."
+    )
+    min_slice_rows: int = Field(
+        20, ge=1, description="Slices and classes with fewer test rows are reported but not gated (too noisy)."
     )
     auto_promote: bool = Field(
         True, description="Move the 'champion' alias to the new version when the gate passes."
@@ -188,6 +213,8 @@ class GateConfig(_Section):
         problems = [f"unknown metric '{k}' (known: {', '.join(METRICS)})" for k in self.floors if k not in METRICS]
         problems += [f"floor for {k} is {v}; it must be within [0, 1]" for k, v in self.floors.items()
                      if not 0 <= v <= 1]
+        if self.test == "mcnemar" and self.primary_metric != "accuracy":
+            problems.append("test 'mcnemar' compares per-example correctness, so primary_metric must be 'accuracy'")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -97,3 +97,15 @@ def log_text(run_id: str, text: str, artifact_file: str) -> None:
 
 def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str | None = None) -> None:
     client().log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def log_datasets(run_id: str, frames: dict[str, tuple[Any, str, str]], targets: str | None = None) -> None:
+    """Record datasets as MLflow dataset inputs: name -> (DataFrame, source URI, fingerprint)."""
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = []
+    for name, (frame, source, digest) in frames.items():
+        dataset = mlflow.data.from_pandas(frame, source=source, targets=targets, name=name, digest=digest)
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", name)]))
+    client().log_inputs(run_id, datasets=inputs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from tuneops import registry
 from tuneops.errors import DataError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+ROOT_DATA = Path(__file__).resolve().parents[2] / "data/banking77/train.csv"
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +41,19 @@ def test_first_run_registers_champion_with_provenance(trained_twice):
     assert run.info.status == "FINISHED"
     assert run.data.params["training.method"] == "full"
     assert "test_accuracy" in run.data.metrics and "validation_accuracy" in run.data.metrics
+    inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert inputs["test"] == mv.tags["tuneops.split.test.fingerprint"]
+    assert inputs["dataset"] == mv.tags["tuneops.data.fingerprint"]
+    assert set(inputs) == {"dataset", "train", "validation", "test"}
     artifacts = {a.path for a in MlflowClient().list_artifacts(first.run_id)}
-    assert {"splits", "validation", "gate", "config"} <= artifacts
+    assert {"splits", "validation", "gate", "config", "evaluation", "MODEL_CARD.md"} <= artifacts
+    evaluation = {a.path for a in MlflowClient().list_artifacts(first.run_id, "evaluation")}
+    assert {"evaluation/report.md", "evaluation/confusion_matrix.png", "evaluation/confusion_matrix.csv",
+            "evaluation/per_class.csv"} <= evaluation
+    report = Path(MlflowClient().download_artifacts(first.run_id, "evaluation/report.md")).read_text()
+    assert "## Per class" in report and "## Gate: PASSED" in report and "floor accuracy" in report
+    assert mv.description.startswith("# Model card: flow-twice") and "## Gate decision" in mv.description
+    assert "ece" in first.test_metrics and 0 <= first.test_metrics["ece"] <= 1
 
 
 def test_second_run_rescored_champion_on_same_split(trained_twice):
@@ -51,7 +65,8 @@ def test_second_run_rescored_champion_on_same_split(trained_twice):
     # Same data, same seed, same split: the re-scored champion equals the first run's own test score.
     assert run.metrics["champion_test_accuracy"] == pytest.approx(first.test_metrics["accuracy"])
     vs = [c for c in second.decision.checks if c["check"].startswith("vs champion")]
-    assert vs and vs[0]["champion"] == pytest.approx(first.test_metrics["accuracy"])
+    assert vs and vs[0]["delta"] == pytest.approx(second.test_metrics["accuracy"] - first.test_metrics["accuracy"])
+    assert vs[0]["ci_low"] <= vs[0]["delta"] <= vs[0]["ci_high"]
     assert registry.alias_version("flow-twice", "champion") == "2"
     assert registry.alias_version("flow-twice", "previous") == "1"
     assert registry.alias_version("flow-twice", "challenger") == "2"
@@ -165,6 +180,34 @@ def test_retried_registration_reuses_the_version(trained_twice, tiny_model, comp
 
     first, _ = trained_twice
     cfg = tiny_config(company_csv, tiny_model, "flow-twice")
-    again = log_and_register(None, cfg, {"tuneops.gate.reason": "retry"}, promote=False, run_id=first.run_id)
+    again = log_and_register(None, cfg, {"tuneops.gate.reason": "retry"}, None, {}, promote=False,
+                             run_id=first.run_id)
     assert again.version == "1"
     assert len(MlflowClient().search_model_versions("name = 'flow-twice'")) == 2
+
+
+def test_retraining_on_new_data_checks_forgetting(prefect_server, tiny_model, company_csv, tmp_path):
+    """With new rows, the test split changes; the challenger is also scored on the champion's old split."""
+    from flows.train_model import train_model
+
+    name = "flow-forgetting"
+    train_model(config=tiny_config(company_csv, tiny_model, name))
+    df = pd.read_csv(ROOT_DATA)
+    old = pd.read_csv(company_csv)
+    extra = df[df.category.isin(old.category.unique()) & ~df.text.isin(old.text)].groupby("category").head(15)
+    grown = tmp_path / "grown.csv"
+    pd.concat([old, extra]).to_csv(grown, index=False)
+    outcome = train_model(config=tiny_config(str(grown), tiny_model, name))
+    forgetting = [c for c in outcome.decision.checks if c["check"].startswith("forgetting")]
+    assert forgetting and forgetting[0]["rows"] > 0
+    run = MlflowClient().get_run(outcome.run_id).data
+    assert "previous_test_accuracy" in run.metrics
+
+
+def test_promote_model_flow_rolls_back_from_prefect(trained_twice):
+    from flows.promote_model import promote_model
+
+    result = promote_model(name="flow-twice", action="rollback", reason="from the Prefect UI")
+    assert result == {"model": "flow-twice", "champion": "1", "previous": "2"}
+    result = promote_model(name="flow-twice", version="2", reason="restore")
+    assert result["champion"] == "2" and registry.alias_version("flow-twice", "previous") == "1"

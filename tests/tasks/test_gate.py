@@ -1,35 +1,121 @@
-from tasks.gate import decide
+"""Every gate outcome, on per-example predictions built so the right answer is known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.gate import decide, mcnemar, paired_bootstrap
 from tuneops.config import GateConfig
 
-CFG = GateConfig(primary_metric="accuracy", floors={"accuracy": 0.8, "macro_f1": 0.7}, max_regression=0.01)
+LABELS = ["a", "b", "c", "d"]
+
+
+def predictions(n: int, accuracy: float, seed: int, channel: list[str] | None = None) -> pd.DataFrame:
+    """n rows over four labels; the first accuracy*n rows predicted right, the rest wrong."""
+    rng = np.random.default_rng(seed)
+    y = np.array(LABELS * (n // 4))
+    right = np.zeros(n, dtype=bool)
+    right[rng.permutation(n)[: int(round(accuracy * n))]] = True
+    wrong = np.array([LABELS[(LABELS.index(v) + 1) % 4] for v in y])
+    frame = pd.DataFrame({"y_true": y, "y_pred": np.where(right, y, wrong)})
+    if channel is not None:
+        frame["slice:channel"] = channel
+    return frame
+
+
+CFG = GateConfig(floors={"accuracy": 0.8, "macro_f1": 0.7}, max_regression=0.02, max_slice_drop=0.10)
 
 
 def test_first_model_gated_on_floors_only():
-    d = decide({"accuracy": 0.85, "macro_f1": 0.8}, None, CFG)
+    d = decide(predictions(400, 0.9, 0), CFG)
     assert d.passed and d.reason == "passed: first model, all floors met"
     assert [c["check"] for c in d.checks] == ["floor accuracy", "floor macro_f1"]
 
 
 def test_floor_failure_names_metric_and_values():
-    d = decide({"accuracy": 0.75, "macro_f1": 0.8}, None, CFG)
+    d = decide(predictions(400, 0.75, 0), CFG)
+    assert not d.passed and "accuracy 0.7500 is below the floor 0.8000" in d.reason
+
+
+def test_non_inferiority_passes_for_equal_models():
+    champion = predictions(800, 0.9, 1)
+    d = decide(champion.copy(), CFG, champion, "3")
+    assert d.passed and "vs champion v3" in d.reason and "CI [+0.0000, +0.0000]" in d.reason
+
+
+def test_non_inferiority_fails_when_clearly_worse():
+    champion = predictions(800, 0.92, 1)
+    challenger = champion.copy()
+    flip = champion.index[champion.y_true == champion.y_pred][:64]  # 8 points worse, same rows otherwise
+    challenger.loc[flip, "y_pred"] = "z"
+    d = decide(challenger, GateConfig(floors={}, max_regression=0.02, max_slice_drop=1.0), champion, "3")
     assert not d.passed
-    assert "accuracy 0.7500 is below the floor 0.8000" in d.reason
+    check = next(c for c in d.checks if c["check"].startswith("vs champion"))
+    assert check["delta"] == pytest.approx(-0.08) and check["ci_low"] < -0.02 and not check["passed"]
+    assert "CI lower bound" in d.reason
 
 
-def test_within_margin_of_champion_passes():
-    d = decide({"accuracy": 0.855, "macro_f1": 0.8}, {"accuracy": 0.86, "macro_f1": 0.8}, CFG, "3")
-    assert d.passed and "champion v3" in d.reason
+def test_superiority_needs_lower_bound_above_zero():
+    champion = predictions(800, 0.85, 1)
+    cfg = GateConfig(floors={}, policy="superiority", max_slice_drop=1.0)
+    assert not decide(champion.copy(), cfg, champion, "1").passed  # equal is not better
+    better = champion.copy()
+    fix = champion.index[champion.y_true != champion.y_pred][:60]
+    better.loc[fix, "y_pred"] = better.loc[fix, "y_true"]
+    d = decide(better, cfg, champion, "1")
+    assert d.passed, d.reason
+    check = next(c for c in d.checks if c["check"].startswith("vs champion"))
+    assert check["ci_low"] > 0
 
 
-def test_regression_beyond_margin_fails():
-    d = decide({"accuracy": 0.84, "macro_f1": 0.8}, {"accuracy": 0.86, "macro_f1": 0.8}, CFG, "3")
+def test_mcnemar_counts_discordant_pairs():
+    champion = predictions(400, 0.8, 2)
+    challenger = champion.copy()
+    fix = champion.index[champion.y_true != champion.y_pred][:30]
+    challenger.loc[fix, "y_pred"] = challenger.loc[fix, "y_true"]
+    only_a, only_b, p = mcnemar(challenger, champion)
+    assert (only_a, only_b) == (30, 0) and p < 1e-6
+    d = decide(challenger, GateConfig(floors={}, test="mcnemar", policy="superiority", max_slice_drop=1.0),
+               champion, "2")
+    assert d.passed and "McNemar p=" in d.reason
+
+
+def test_slice_regression_fails_even_when_overall_is_fine():
+    channel = ["app"] * 700 + ["phone"] * 100
+    champion = predictions(800, 0.9, 3, channel)
+    challenger = champion.copy()
+    phone_right = champion.index[(champion["slice:channel"] == "phone") & (champion.y_true == champion.y_pred)]
+    app_wrong = champion.index[(champion["slice:channel"] == "app") & (champion.y_true != champion.y_pred)]
+    challenger.loc[phone_right[:20], "y_pred"] = "z"  # phone drops 20 points
+    challenger.loc[app_wrong[:20], "y_pred"] = challenger.loc[app_wrong[:20], "y_true"]  # overall unchanged
+    d = decide(challenger, GateConfig(floors={}, max_regression=0.02, max_slice_drop=0.10), champion, "4")
     assert not d.passed
-    assert "0.0200 below champion v3" in d.reason
-    check = d.checks[-1]
-    assert check["delta"] < -0.01 and check["passed"] is False
+    assert "slice channel=phone accuracy drops 0.2000" in d.reason
 
 
-def test_primary_metric_is_configurable():
-    cfg = GateConfig(primary_metric="macro_f1", floors={}, max_regression=0.0)
-    d = decide({"accuracy": 0.99, "macro_f1": 0.5}, {"accuracy": 0.5, "macro_f1": 0.6}, cfg, "1")
-    assert not d.passed and "macro_f1" in d.reason
+def test_small_slices_are_reported_not_gated():
+    channel = ["app"] * 790 + ["fax"] * 10
+    champion = predictions(800, 0.9, 4, channel)
+    challenger = champion.copy()
+    fax_right = champion.index[(champion["slice:channel"] == "fax") & (champion.y_true == champion.y_pred)]
+    challenger.loc[fax_right[:5], "y_pred"] = "z"
+    d = decide(challenger, GateConfig(floors={}, max_regression=0.02, min_slice_rows=20), champion, "4")
+    fax = next(c for c in d.checks if c["check"] == "slice channel=fax")
+    assert fax["gated"] is False and fax["passed"] and d.passed
+
+
+def test_forgetting_check_on_previous_split():
+    current = predictions(400, 0.9, 5)
+    old_champion = predictions(400, 0.9, 6)
+    old_challenger = old_champion.copy()
+    right = old_champion.index[old_champion.y_true == old_champion.y_pred][:40]
+    old_challenger.loc[right, "y_pred"] = "z"  # forgets 10 points of the old data
+    d = decide(current.copy(), GateConfig(floors={}), current, "5", previous=(old_challenger, old_champion))
+    assert not d.passed and "forgetting (accuracy on the previous test split)" in d.reason
+
+
+def test_bootstrap_interval_contains_observed_difference():
+    a, b = predictions(1000, 0.85, 7), predictions(1000, 0.85, 8)
+    b["y_true"] = a["y_true"]
+    observed, low, high = paired_bootstrap(a, b, "macro_f1", 300, 0.9)
+    assert low <= observed <= high

@@ -69,3 +69,20 @@ def test_split_frame_writes_files_and_reports(tmp_path):
 def test_empty_split_is_an_error(tmp_path):
     with pytest.raises(DataError, match="split is empty"):
         split_frame(frame(2), DATA, SPLIT, tmp_path)
+
+
+def test_group_rows_stay_together():
+    df = pd.DataFrame({"text": [f"message {i}" for i in range(3000)], "label": ["a", "b", "c"] * 1000,
+                       "customer": [f"c{i // 6}" for i in range(3000)]})
+    data = DataConfig(path="x", text_column="text", label_column="label", group_column="customer")
+    s = assign_splits(df, data, SPLIT)
+    assert (s.groupby(df.customer).nunique() == 1).all()
+    assert abs((s == "test").mean() - 0.2) < 0.05
+
+
+def test_time_split_puts_most_recent_rows_in_test():
+    df = frame(1000).assign(ts=pd.date_range("2026-01-01", periods=1000, freq="h").astype(str))
+    data = DataConfig(path="x", text_column="text", label_column="label", timestamp_column="ts")
+    s = assign_splits(df, data, SplitConfig(validation_ratio=0.1, test_ratio=0.2, strategy="time"))
+    assert (s.iloc[800:] == "test").all() and (s.iloc[700:800] == "validation").all()
+    assert (s.iloc[:700] == "train").all()
