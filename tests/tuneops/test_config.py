@@ -110,3 +110,15 @@ def test_cli_invalid_yaml(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tuneops.cli", "train", str(bad)], capture_output=True,
                           text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_knob_in_shipped_configs_is_commented(path):
+    import re
+
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, start=1):
+        match = re.match(r"^\s*(\w+):\s*(\S.*)?$", line)
+        if match and match.group(2) and not match.group(2).startswith("#"):
+            above = lines[number - 2].strip() if number > 1 else ""
+            assert "#" in line or above.startswith("#"), f"{path.name}:{number} '{match.group(1)}' has no comment"
