@@ -12,7 +12,6 @@ hashed with a fixed salt into [0, 1) and compared with the configured ratios. So
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,17 +26,21 @@ from tuneops.config import DataConfig, SplitConfig
 from tuneops.errors import DataError
 
 SPLITS = ("train", "validation", "test")
-_SPACE = re.compile(r"\s+")
 
 
 def normalise(texts: pd.Series) -> pd.Series:
-    """Lower-case, trim and collapse whitespace: the identity used for duplicates and leakage."""
-    return texts.astype(str).str.lower().str.strip().str.replace(_SPACE, " ", regex=True)
+    """Lower-case, trim and collapse whitespace: the identity used for duplicates and leakage.
+
+    Each distinct text is normalised once (company data repeats itself a lot).
+    """
+    codes, uniques = pd.factorize(texts.astype(str))
+    normalised = np.array([" ".join(t.lower().split()) for t in uniques], dtype=object)
+    return pd.Series(normalised[codes] if len(codes) else [], index=texts.index, dtype=object)
 
 
-def assign_splits(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig) -> pd.Series:
+def assign_splits(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, norm: pd.Series | None = None) -> pd.Series:
     """Name the split of every row ('train', 'validation' or 'test'), row by row from its key."""
-    norm = normalise(df[data.text_column])
+    norm = normalise(df[data.text_column]) if norm is None else norm
     if cfg.strategy == "time":
         return _time_splits(df, data, cfg, norm)
     key = df[data.group_column] if data.group_column else df[data.id_column] if data.id_column else norm
@@ -81,26 +84,30 @@ class SplitResult:
         return "# Data split\n\n" + "\n".join(rows)
 
 
-def check_leakage(splits: dict[str, pd.DataFrame], text_column: str) -> None:
+def check_leakage(splits: dict[str, pd.DataFrame], text_column: str,
+                  normalised: dict[str, pd.Series] | None = None) -> None:
     """Fail if any normalised test or validation text also appears in train."""
-    train = set(normalise(splits["train"][text_column]))
+    norm = normalised or {name: normalise(part[text_column]) for name, part in splits.items()}
+    train = pd.Index(norm["train"].unique())
     for name in ("validation", "test"):
-        leaked = [t for t in normalise(splits[name][text_column]) if t in train]
-        if leaked:
-            raise DataError(f"{len(leaked)} {name} texts also appear in train (e.g. {leaked[0][:60]!r}); "
+        leaked = norm[name][norm[name].isin(train)]
+        if len(leaked):
+            raise DataError(f"{len(leaked)} {name} texts also appear in train (e.g. {leaked.iloc[0][:60]!r}); "
                             "this would inflate the metrics. Check data.id_column: rows with the same text "
                             "must share a key.")
 
 
 def split_frame(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, out_dir: Path) -> SplitResult:
     """Split, check for leakage and empty splits, and write one Parquet file per split."""
-    assignment = assign_splits(df, data, cfg)
-    parts = {name: df[assignment == name].reset_index(drop=True) for name in SPLITS}
+    norm = normalise(df[data.text_column])
+    assignment = assign_splits(df, data, cfg, norm)
+    masks = {name: (assignment == name).to_numpy() for name in SPLITS}
+    parts = {name: df[mask].reset_index(drop=True) for name, mask in masks.items()}
     empty = [name for name, part in parts.items() if part.empty]
     if empty:
         raise DataError(f"the {', '.join(empty)} split is empty with {len(df)} rows; add data or raise "
                         "split.validation_ratio / split.test_ratio")
-    check_leakage(parts, data.text_column)
+    check_leakage(parts, data.text_column, {name: norm[mask] for name, mask in masks.items()})
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = [data.text_column, data.label_column]
     paths = {}

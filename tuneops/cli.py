@@ -122,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("predict", cmd_predict, "Score a CSV/JSONL/Parquet of texts with the champion (or a version).")
     p.add_argument("--config", required=True, help="config naming the model and the text column")
-    p.add_argument("--input", required=True, help="file with a text column")
-    p.add_argument("--output", required=True, help="where to write text, label, confidence, model_version")
+    p.add_argument("--input", required=True, help="file, folder or s3:// prefix with a text column")
+    p.add_argument("--output", required=True,
+                   help="file or s3:// object (.csv, .jsonl or .parquet) to write text, label, confidence, "
+                   "model_version to")
     p.add_argument("--version", help="registered version to use instead of the champion")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
