@@ -55,7 +55,7 @@ def test_s3_errors_name_the_location(s3_endpoint):
 
 def test_s3_access_denied(s3_locked, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_locked)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNUNKNOWN00")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKEKEYFORTESTS0")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
     with pytest.raises(DataError, match="access denied to s3://private/data.csv .*grant s3:GetObject"):
         read_dataset("s3://private/data.csv")
