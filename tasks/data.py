@@ -13,13 +13,6 @@ from tuneops.config import DataConfig
 from tuneops.errors import DataError
 
 
-def read_table(uri: str) -> pd.DataFrame:
-    """Read a dataset from a local file/folder or an S3 object/prefix (see tuneops.storage)."""
-    from tuneops.storage import read_dataset
-
-    return read_dataset(str(uri))
-
-
 def stable_hash(values: pd.Series, salt: str = "") -> np.ndarray:
     """A uint64 hash per value that is the same on every machine and pandas 2.x version."""
     return pd.util.hash_pandas_object(values.astype(str), index=False, hash_key=(salt + "tuneops" * 3)[:16]).to_numpy()
@@ -65,4 +58,6 @@ def select_subset(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
       retry_condition_fn=lambda task, run, state: not _is_data_error(state))
 def load_dataset(cfg: DataConfig) -> pd.DataFrame:
     """Read the dataset named in the config and apply the configured subset."""
-    return select_subset(read_table(cfg.path), cfg)
+    from tuneops.storage import read_dataset
+
+    return select_subset(read_dataset(cfg.path), cfg)

@@ -158,7 +158,6 @@ class ChampionScores:
 
     version: str
     current: Evaluation
-    previous_test_path: str | None = None
     champion_previous: Evaluation | None = None
     challenger_previous: Evaluation | None = None
 
@@ -196,7 +195,6 @@ def score_champion(model_dir: str, test_path: str, test_fingerprint: str, cfg: T
         frame = pd.read_parquet(previous)
         missing = [c for c in cfg.gate.slice_columns if c not in frame.columns]
         if not missing:
-            scores.previous_test_path = previous
             scores.champion_previous = score(champion, frame, cfg, out_dir / "champion_previous.parquet")
             scores.challenger_previous = score(classifier_predict(model_dir, cfg), frame, cfg,
                                                out_dir / "challenger_previous.parquet")

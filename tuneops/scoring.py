@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pandas as pd
 
@@ -22,7 +22,7 @@ from tuneops.errors import DataError, RegistryError
 from tuneops.storage import is_s3, read_dataset, write_bytes
 
 LogFormat = Literal["jsonl", "parquet"]
-LOG_FORMATS: tuple[str, ...] = ("jsonl", "parquet")
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 PREDICTION_COLUMNS = ["text", "label", "confidence", "model_version"]
 LOG_COLUMNS = [*PREDICTION_COLUMNS, "timestamp", "request_id"]
 

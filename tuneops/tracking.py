@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ def experiment_id(name: str) -> str:
     return c.create_experiment(name, artifact_location=location)
 
 
+@functools.cache
 def code_version() -> str:
     """The git commit of the code that runs, with '-dirty' when it has uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
