@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ class TrainResult:
     trainable_params: int
     total_params: int
     best_validation: dict[str, float]
+    adapter: dict[str, Any] = field(default_factory=dict)
+    resumed_from: str | None = None
+    epochs_run: float = 0.0
 
 
 class _Encoded:
@@ -53,37 +57,25 @@ def classification_metrics(y_true: list[str], y_pred: list[str]) -> dict[str, fl
             "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))}
 
 
-def _mlflow_callback(run_id: str) -> Any:
-    from transformers import TrainerCallback
-
-    from tuneops import tracking
-
-    class LogToMlflow(TrainerCallback):
-        """Send the Trainer's loss and validation metrics to the flow's MLflow run, per step."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-            numbers = {k.replace("eval_", "validation_"): v for k, v in (logs or {}).items()
-                       if isinstance(v, int | float) and not k.endswith(("_runtime", "per_second"))}
-            if numbers:
-                tracking.log_metrics(run_id, numbers, step=state.global_step)
-
-    return LogToMlflow()
+def checkpoint_key(cfg: TuneopsConfig, splits: SplitResult) -> str:
+    """Same config and same split files -> same key: a re-run resumes the interrupted one's checkpoints."""
+    parts = [cfg.fingerprint(), *sorted(splits.fingerprints.values())]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | None = None) -> TrainResult:
-    """Train on the train split, select the best epoch on validation, export a plain model folder."""
-    import torch
-    import transformers
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
+    """Train on the train split, select the best epoch on validation, export and verify the model folder.
 
-    from tuneops import methods
-    from tuneops.models import resolve_base
+    Checkpoints go to ``$TUNEOPS_HOME/checkpoints/<key>`` every epoch; if a previous attempt with the
+    same config and data was killed, training resumes from its last checkpoint (weights, optimizer,
+    scheduler, RNG and data position) and ends where an uninterrupted run would.
+    """
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from tuneops import engine, methods, settings
+    from tuneops.models import ADAPTER_DIR, BASE_DIR, resolve_base
 
     transformers.logging.set_verbosity_error()
     text, label = cfg.data.text_column, cfg.data.label_column
@@ -94,77 +86,86 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run
     base = resolve_base(cfg.model.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
     transformers.set_seed(cfg.training.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+
+    def load_base() -> Any:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+        model.config.tuneops_max_length = cfg.model.max_length
+        return model
+
     method = methods.get(cfg.training.method)
-    model = method.prepare(model, cfg.training)
+    model = method.prepare(load_base(), cfg.training.method_settings(), "SEQ_CLS")
+    engine.preflight(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
+    initial = engine.trainable_snapshot(model) if cfg.training.method != "full" else {}
 
     def encode(frame: pd.DataFrame) -> _Encoded:
         enc = tokenizer(frame[text].astype(str).tolist(), truncation=True, max_length=cfg.model.max_length)
         return _Encoded(dict(enc), [label2id[v] for v in frame[label].astype(str)])
 
     def compute_metrics(pred: Any) -> dict[str, float]:
-        y_pred = pred.predictions.argmax(-1)
-        return classification_metrics([labels[i] for i in pred.label_ids], [labels[i] for i in y_pred])
+        y_pred = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        return classification_metrics([labels[i] for i in pred.label_ids], [labels[i] for i in y_pred.argmax(-1)])
 
-    t = cfg.training
-    args = TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=t.epochs,
-        learning_rate=t.learning_rate,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_ratio,
-        lr_scheduler_type="linear",
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=1,
-        load_best_model_at_end=True,
-        metric_for_best_model=cfg.gate.primary_metric,
-        greater_is_better=True,
-        train_sampling_strategy="group_by_length",
-        logging_steps=10,
-        seed=t.seed,
-        data_seed=t.seed,
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        dataloader_num_workers=0,
-        save_only_model=False,
-    )
+    checkpoints = settings.checkpoints_dir() / checkpoint_key(cfg, splits)
     trainer = Trainer(
         model=model,
-        args=args,
+        args=engine.training_arguments(cfg, checkpoints, cfg.gate.primary_metric),
         train_dataset=encode(frames["train"]),
         eval_dataset=encode(frames["validation"]),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=[_mlflow_callback(run_id)] if run_id else [],
+        callbacks=engine.callbacks(cfg, run_id),
     )
+    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume:
+        engine.log.info("resuming from %s", resume)
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    best = trainer.evaluate()
+    evaluated = trainer.evaluate()
     eval_seconds = time.perf_counter() - start
+    best = {k.removeprefix("eval_"): float(v) for k, v in evaluated.items() if k in ("eval_accuracy", "eval_macro_f1")}
 
     model_dir = out_dir / "model"
-    exported = method.export(trainer.model)
-    exported.config.tuneops_max_length = cfg.model.max_length
-    exported.save_pretrained(model_dir)
+    adapter_report: dict[str, Any] = {}
+    trained = trainer.model
+    if cfg.training.method != "full":
+        engine.save_adapter(trained, model_dir / ADAPTER_DIR, cfg)
+        adapter_report = engine.check_adapter(trained, initial, model_dir / ADAPTER_DIR, cfg.training.method)
+    if method.mergeable:
+        exported = trained.merge_and_unload() if cfg.training.method != "full" else trained
+        exported.save_pretrained(model_dir)
+    else:
+        load_base().save_pretrained(model_dir / BASE_DIR)
     tokenizer.save_pretrained(model_dir)
     (model_dir / "tuneops_config.json").write_text(cfg.model_dump_json(indent=2))
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    verify_export(model_dir, frames["validation"], cfg, best)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(
         model_dir=str(model_dir), labels=labels, train_seconds=seconds, eval_seconds=eval_seconds,
-        trainable_params=trainable,
-        total_params=total,
-        best_validation={k.replace("eval_", ""): float(v) for k, v in best.items()
-                         if k in ("eval_accuracy", "eval_macro_f1")},
+        trainable_params=trainable, total_params=total, best_validation=best, adapter=adapter_report,
+        resumed_from=Path(resume).name if resume else None, epochs_run=float(trainer.state.epoch or 0),
     )
+
+
+def verify_export(model_dir: Path, validation: pd.DataFrame, cfg: TuneopsConfig, expected: dict[str, float]) -> None:
+    """Reload the exported folder the way serving will and re-score validation: it must match training."""
+    from tuneops.engine import TrainingError
+    from tuneops.models import Classifier
+
+    out = Classifier(model_dir, max_length=cfg.model.max_length, batch_size=cfg.training.eval_batch_size)
+    texts = validation[cfg.data.text_column].astype(str).tolist()
+    got = classification_metrics(validation[cfg.data.label_column].astype(str).tolist(), out.predict(texts).labels)
+    metric = cfg.gate.primary_metric
+    if abs(got[metric] - expected[metric]) > cfg.training.export_tolerance:
+        raise TrainingError(
+            f"the exported model does not reproduce the trained one: validation {metric} {got[metric]:.4f} after "
+            f"reloading vs {expected[metric]:.4f} in training (tolerance {cfg.training.export_tolerance}); the "
+            f"export of method '{cfg.training.method}' is broken, nothing was registered")
 
 
 @task(name="fine-tune", cache_policy=NO_CACHE)

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from tuneops.errors import ConfigError
+from tuneops.methods import METHODS
 
 METRICS = ("accuracy", "macro_f1")
 
@@ -125,43 +126,61 @@ class ModelConfig(_Section):
     max_length: int = Field(64, ge=8, le=8192, description="Token limit per text; longer texts are truncated.")
 
 
-class LoraSettings(_Section):
-    """Low-rank adapter settings (method: lora)."""
+class _TrainingBase(_Section):
+    """How the model is fine-tuned. Each method's own settings sit under its name (``training.lora``, ...)."""
 
-    r: int = Field(16, ge=1, description="Adapter rank; higher means more capacity and memory.")
-    alpha: int = Field(32, ge=1, description="Scaling numerator; the update is scaled by alpha / r.")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "key", "value", "dense"],
-        description="Names of the linear layers that get adapters.",
+    method: str = Field(
+        "lora", description="Fine-tuning method: " + "; ".join(f"'{m.name}' {m.summary}" for m in METHODS.values())
+        + ". Each is a module in tuneops/methods/.",
     )
-
-
-class TrainingConfig(_Section):
-    """How the model is fine-tuned."""
-
-    method: Literal["full", "lora"] = Field(
-        "lora", description="'full' updates every weight; 'lora' trains low-rank adapters plus the head."
-    )
-    epochs: float = Field(3, gt=0, description="Passes over the training split.")
+    epochs: float = Field(3, gt=0, description="Passes over the training split (early stopping may end sooner).")
     learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate.")
-    batch_size: int = Field(32, ge=1, description="Training examples per step.")
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warmup.")
+    batch_size: int = Field(32, ge=1, description="Training examples per device per step.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Steps whose gradients add up before one optimizer update (effective batch = "
+        "batch_size x this x processes).")
     eval_batch_size: int = Field(128, ge=1, description="Examples per step when evaluating.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming up the LR.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without a better validation metric (the best epoch "
+        "is restored either way); null trains every epoch.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Training precision; bf16/fp16 need a GPU that supports them.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
-    lora: LoraSettings | None = Field(
-        None, description="LoRA settings; required when method is 'lora', forbidden otherwise."
-    )
+    export_tolerance: float = Field(
+        0.005, ge=0, le=1, description="Largest allowed change of the validation primary metric between the "
+        "trained model and its exported (merged or reloaded) form; more fails the run before registration.")
 
     @model_validator(mode="after")
-    def _method_settings(self) -> TrainingConfig:
-        if self.method == "lora" and self.lora is None:
-            self.__dict__["lora"] = LoraSettings()
-        if self.method != "lora" and self.lora is not None:
-            raise ValueError(f"lora settings are given but method is '{self.method}'; remove 'lora' or "
-                             "set method: lora")
+    def _method_settings(self) -> _TrainingBase:
+        if self.method not in METHODS:
+            hint = difflib.get_close_matches(self.method, list(METHODS), n=1)
+            raise ValueError(f"unknown method '{self.method}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                             + f"; known: {', '.join(METHODS)}")
+        for name, method in METHODS.items():
+            given = getattr(self, name, None)
+            if name == self.method and given is None and method.settings is not None:
+                self.__dict__[name] = method.settings()
+            elif name != self.method and given is not None:
+                raise ValueError(f"{name} settings are given but method is '{self.method}'; remove '{name}' or "
+                                 f"set method: {name}")
         return self
+
+    def method_settings(self) -> Any:
+        """The settings of the chosen method (None for full fine-tuning)."""
+        return getattr(self, self.method, None)
+
+
+TrainingConfig = create_model(
+    "TrainingConfig",
+    __base__=_TrainingBase,
+    __doc__=_TrainingBase.__doc__,
+    **{name: (m.settings | None, Field(None, description=f"Settings of method '{name}': {m.summary}."))
+       for name, m in METHODS.items() if m.settings is not None},
+)
 
 
 class GateConfig(_Section):

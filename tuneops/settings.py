@@ -54,3 +54,10 @@ def runs_dir() -> Path:
     path = home() / "runs"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def checkpoints_dir() -> Path:
+    """Training checkpoints, keyed by what is trained, so a re-run after a crash finds and resumes them."""
+    path = home() / "checkpoints"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

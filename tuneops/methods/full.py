@@ -2,4 +2,5 @@
 
 from tuneops.methods import Method, register
 
-register(Method(name="full", prepare=lambda model, cfg: model, export=lambda model: model))
+register(Method(name="full", summary="update every weight of the base model", settings=None,
+                prepare=lambda model, settings, task_type: model))

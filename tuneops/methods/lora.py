@@ -1,31 +1,40 @@
-"""LoRA: low-rank adapters on the chosen linear layers, plus a trainable classification head.
+"""LoRA: low-rank adapters on the chosen linear layers (plus the trainable classification head).
 
+DoRA (weight-decomposed LoRA) and rsLoRA (rank-stabilised scaling alpha/sqrt(r)) are options.
 For export the adapters are merged into the base weights, so the registered model is a plain
-transformers model that loads without PEFT and predicts exactly what the adapter model did.
+transformers model that loads without PEFT.
 """
 
 from typing import Any
 
-from tuneops.config import TrainingConfig
-from tuneops.methods import Method, register
+from pydantic import Field
+
+from tuneops.methods import Method, MethodSettings, peft_task_type, register
 
 
-def prepare(model: Any, cfg: TrainingConfig) -> Any:
-    from peft import LoraConfig, TaskType, get_peft_model
+class LoraSettings(MethodSettings):
+    """Low-rank adapter settings (method: lora)."""
 
-    assert cfg.lora is not None  # the config validator fills it for method: lora
-    peft_config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
-        target_modules=cfg.lora.target_modules,
+    r: int = Field(16, ge=1, description="Adapter rank; higher means more capacity and memory.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator; the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        description="Names of the linear layers that get adapters.",
     )
-    return get_peft_model(model, peft_config)
+    use_dora: bool = Field(False, description="DoRA: learn a magnitude vector beside the low-rank direction.")
+    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha / sqrt(r), stable at high ranks.")
 
 
-def export(model: Any) -> Any:
-    return model.merge_and_unload()
+def prepare(model: Any, settings: LoraSettings, task_type: str) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(
+        task_type=peft_task_type(task_type), r=settings.r, lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout, target_modules=settings.target_modules,
+        use_dora=settings.use_dora, use_rslora=settings.use_rslora,
+    ))
 
 
-register(Method(name="lora", prepare=prepare, export=export))
+register(Method(name="lora", summary="low-rank adapters (LoRA, DoRA, rsLoRA), merged for export",
+                settings=LoraSettings, prepare=prepare))

@@ -1,0 +1,204 @@
+"""The parts of the fine-tuning engine that every task family shares.
+
+Training arguments from the one config, the callbacks (MLflow metrics, progress, early stopping),
+the adapter checks that stop a silently empty adapter before it is registered, export (merged
+weights, or base + adapter for methods that cannot merge), and the memory preflight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneops.config import TuneopsConfig
+from tuneops.errors import TuneopsError
+
+log = logging.getLogger("tuneops.engine")
+
+
+class TrainingError(TuneopsError):
+    """Training cannot start or its result cannot be trusted (memory, empty adapter, export mismatch)."""
+
+
+def training_arguments(cfg: TuneopsConfig, output_dir: Path, metric: str, **overrides: Any) -> Any:
+    """TrainingArguments from the config: epoch-wise evaluation and checkpoints, best epoch restored."""
+    import torch
+    from transformers import TrainingArguments
+
+    t = cfg.training
+    args: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=not metric.endswith(("loss", "perplexity")),
+        train_sampling_strategy="group_by_length",
+        logging_steps=10,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    args.update(overrides)
+    return TrainingArguments(**args)
+
+
+def callbacks(cfg: TuneopsConfig, run_id: str | None) -> list[Any]:
+    """MLflow metrics per logging step, a progress line per log, early stopping when configured."""
+    from transformers import EarlyStoppingCallback, TrainerCallback
+
+    from tuneops import tracking
+
+    class Progress(TrainerCallback):
+        """Loss curves and validation metrics to MLflow; a readable progress line to the log."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            numbers = {k.replace("eval_", "validation_"): v for k, v in (logs or {}).items()
+                       if isinstance(v, int | float) and not k.endswith(("_runtime", "per_second"))}
+            if not numbers or not state.is_world_process_zero:
+                return
+            if run_id:
+                tracking.log_metrics(run_id, numbers, step=state.global_step)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if k != "epoch")
+            log.info("step %d/%d (epoch %.2f): %s", state.global_step, state.max_steps, state.epoch or 0, shown)
+
+    found: list[Any] = [Progress()]
+    if cfg.training.early_stopping_patience:
+        found.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
+    return found
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def trainable_snapshot(model: Any) -> dict[str, Any]:
+    """A copy of the trainable adapter tensors before training, to prove later that they moved."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and _is_adapter(n)}
+
+
+def _is_adapter(name: str) -> bool:
+    # modules_to_save (the classification head) trains in every method; the adapter proper must too.
+    return "modules_to_save" not in name and "original_module" not in name
+
+
+def check_adapter(model: Any, before: dict[str, Any], adapter_dir: Path, method: str) -> dict[str, Any]:
+    """Fail if the saved adapter is empty, not finite, or identical to its initialisation."""
+    import torch
+    from safetensors.torch import load_file
+
+    weights_file = adapter_dir / "adapter_model.safetensors"
+    if not weights_file.is_file():
+        raise TrainingError(f"the adapter was not saved ({weights_file} is missing); check the disk and rerun")
+    saved = load_file(str(weights_file))
+    if not saved or sum(t.numel() for t in saved.values()) == 0:
+        raise TrainingError(f"the saved adapter {weights_file} holds no weights; check training.{method}"
+                            " target modules match the base model's layer names")
+    bad = [n for n, t in saved.items() if not torch.isfinite(t).all()]
+    if bad:
+        raise TrainingError(f"the adapter has non-finite weights ({bad[0]} and {len(bad) - 1} more); lower "
+                            "training.learning_rate or use precision fp32")
+    after = dict(model.named_parameters())
+    moved = sum(1 for n, t in before.items() if n in after and not torch.equal(t, after[n].detach()))
+    if before and moved == 0:
+        raise TrainingError("the adapter did not change during training (every adapter weight equals its "
+                            "initial value); raise training.learning_rate or epochs, or check target modules")
+    return {"adapter_tensors": len(saved), "adapter_params": int(sum(t.numel() for t in saved.values())),
+            "adapter_tensors_trained": moved}
+
+
+def save_adapter(model: Any, adapter_dir: Path, cfg: TuneopsConfig) -> None:
+    """PEFT-format adapter, with the resolved method settings and training config beside it."""
+    model.save_pretrained(str(adapter_dir))
+    settings = cfg.training.method_settings()
+    (adapter_dir / "tuneops_method.json").write_text(json.dumps({
+        "method": cfg.training.method,
+        "settings": settings.model_dump(mode="json") if settings is not None else None,
+        "base_model": cfg.model.base,
+        "training": cfg.training.model_dump(mode="json"),
+    }, indent=2))
+
+
+# --------------------------------------------------------------------------- memory preflight
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes needed for weights, gradients, optimizer state and a rough activation share."""
+
+    params: int
+    trainable: int
+    weights_bytes: int
+    gradient_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int
+    available_bytes: int
+    device: str
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.gradient_bytes + self.optimizer_bytes + self.activation_bytes
+
+    def describe(self) -> str:
+        gib = 1024 ** 3
+        return (f"{self.device}: weights {self.weights_bytes / gib:.2f} GiB + gradients "
+                f"{self.gradient_bytes / gib:.2f} GiB + AdamW state {self.optimizer_bytes / gib:.2f} GiB + "
+                f"activations ~{self.activation_bytes / gib:.2f} GiB = {self.total_bytes / gib:.2f} GiB needed, "
+                f"{self.available_bytes / gib:.2f} GiB available ({self.trainable:,} of {self.params:,} parameters "
+                "trainable)")
+
+
+def available_memory() -> tuple[str, int]:
+    """Free memory of the device that will train: the first GPU, or this machine's available RAM."""
+    import torch
+
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return f"GPU {torch.cuda.get_device_name(0)}", int(free)
+    with open("/proc/meminfo") as meminfo:
+        fields = dict(line.split(":", 1) for line in meminfo)
+    return "CPU RAM", int(fields["MemAvailable"].split()[0]) * 1024
+
+
+def estimate_memory(model: Any, cfg: TuneopsConfig, hidden_size: int, layers: int) -> MemoryEstimate:
+    """Parameter, gradient and AdamW memory for this model and method, plus activations for one batch."""
+    bytes_per = 2 if cfg.training.precision in ("bf16", "fp16") else 4
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    tokens = cfg.training.batch_size * cfg.model.max_length
+    # ~16 saved tensors of hidden size per token and layer in a BERT/GPT block, fp32 unless mixed precision.
+    activations = tokens * hidden_size * layers * 16 * bytes_per
+    device, available = available_memory()
+    return MemoryEstimate(params, trainable, params * bytes_per, trainable * 4, trainable * 8, activations,
+                          available, device)
+
+
+def preflight(model: Any, cfg: TuneopsConfig) -> MemoryEstimate:
+    """Refuse a run that cannot fit, with the numbers, before any time is spent training."""
+    config = model.config
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 768)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12)
+    estimate = estimate_memory(model, cfg, hidden, layers)
+    if estimate.total_bytes > estimate.available_bytes:
+        raise TrainingError(
+            f"this run does not fit in memory: {estimate.describe()}. Use a parameter-efficient method "
+            "(training.method: lora), a smaller training.batch_size with gradient_accumulation_steps, a shorter "
+            "model.max_length, or a bigger device")
+    log.info("memory preflight: %s", estimate.describe())
+    return estimate
