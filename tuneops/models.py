@@ -41,9 +41,15 @@ class Classifier:
         model_dir = Path(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         if (model_dir / ADAPTER_DIR).is_dir() and (model_dir / BASE_DIR).is_dir():
+            import json
+
             from peft import PeftModel  # prefix / prompt tuning: frozen base + adapter, loaded together
 
+            from tuneops import methods
+
+            method = json.loads((model_dir / ADAPTER_DIR / "tuneops_method.json").read_text())["method"]
             base = AutoModelForSequenceClassification.from_pretrained(str(model_dir / BASE_DIR))
+            base = methods.get(method).adapt_base(base)
             self.model = PeftModel.from_pretrained(base, str(model_dir / ADAPTER_DIR)).eval()
         else:
             self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()

@@ -39,6 +39,8 @@ class Method:
     settings: type[MethodSettings] | None
     prepare: Callable[[Any, Any, str], Any]
     mergeable: bool = True
+    adapt_base: Callable[[Any], Any] = lambda model: model
+    """Called on the base model before the saved adapter is loaded onto it (serving), as prepare does."""
 
 
 METHODS: dict[str, Method] = {}

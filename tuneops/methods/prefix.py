@@ -18,14 +18,40 @@ class PrefixSettings(MethodSettings):
     projection_hidden_size: int = Field(128, ge=8, description="Hidden size of that MLP when projection is on.")
 
 
+def accept_prefix(model: Any) -> Any:
+    """Let PEFT hand its prefix to an encoder that names the argument ``cache``.
+
+    transformers 5 renamed ``past_key_values`` to ``cache`` (the old name still works through a
+    deprecation shim), but PEFT decides whether a model supports prefixes by looking for the old
+    name in the backbone's signature. BERT-family encoders then fail although they would attend to
+    the prefix. This gives the backbone instance a forward whose signature has the old name and
+    passes it on as ``cache``; decoders, which still have ``past_key_values``, are left alone.
+    """
+    import inspect
+
+    backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if backbone is None:
+        return model
+    parameters = inspect.signature(backbone.forward).parameters
+    if "past_key_values" in parameters or "cache" not in parameters:
+        return model
+    original = backbone.forward
+
+    def forward(*args: Any, past_key_values: Any = None, **kwargs: Any) -> Any:
+        return original(*args, cache=past_key_values, **kwargs)
+
+    backbone.forward = forward
+    return model
+
+
 def prepare(model: Any, settings: PrefixSettings, task_type: str) -> Any:
     from peft import PrefixTuningConfig, get_peft_model
 
-    return get_peft_model(model, PrefixTuningConfig(
+    return get_peft_model(accept_prefix(model), PrefixTuningConfig(
         task_type=peft_task_type(task_type), num_virtual_tokens=settings.num_virtual_tokens,
         prefix_projection=settings.projection, encoder_hidden_size=settings.projection_hidden_size,
     ))
 
 
 register(Method(name="prefix", summary="trainable attention prefixes (prefix tuning), base + adapter export",
-                settings=PrefixSettings, prepare=prepare, mergeable=False))
+                settings=PrefixSettings, prepare=prepare, mergeable=False, adapt_base=accept_prefix))
