@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -63,6 +64,20 @@ def checkpoint_key(cfg: TuneopsConfig, splits: SplitResult) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was written completely; a half-written one (killed mid-save) is removed."""
+    candidates = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for candidate in candidates:
+        try:  # the Trainer writes trainer_state.json last: parseable means the checkpoint is whole
+            json.loads((candidate / "trainer_state.json").read_text())
+            if any(candidate.glob("rng_state*.pth")):
+                return str(candidate)
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(candidate, ignore_errors=True)
+    return None
+
+
 def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | None = None) -> TrainResult:
     """Train on the train split, select the best epoch on validation, export and verify the model folder.
 
@@ -72,7 +87,6 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run
     """
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
-    from transformers.trainer_utils import get_last_checkpoint
 
     from tuneops import engine, methods, settings
     from tuneops.models import ADAPTER_DIR, BASE_DIR, resolve_base
@@ -119,9 +133,9 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run
         compute_metrics=compute_metrics,
         callbacks=engine.callbacks(cfg, run_id),
     )
-    resume = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    resume = last_complete_checkpoint(checkpoints)
     if resume:
-        engine.log.info("resuming from %s", resume)
+        engine.logger().info("resuming from %s", resume)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start

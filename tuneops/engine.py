@@ -16,7 +16,17 @@ from typing import Any
 from tuneops.config import TuneopsConfig
 from tuneops.errors import TuneopsError
 
-log = logging.getLogger("tuneops.engine")
+_log = logging.getLogger("tuneops.engine")
+
+
+def logger() -> Any:
+    """The Prefect run logger inside a flow or task (shown in the UI and the CLI), else a plain logger."""
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # noqa: BLE001  (no run context: a worker process of a distributed launch)
+        return _log
 
 
 class TrainingError(TuneopsError):
@@ -77,7 +87,7 @@ def callbacks(cfg: TuneopsConfig, run_id: str | None) -> list[Any]:
             if run_id:
                 tracking.log_metrics(run_id, numbers, step=state.global_step)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if k != "epoch")
-            log.info("step %d/%d (epoch %.2f): %s", state.global_step, state.max_steps, state.epoch or 0, shown)
+            logger().info("step %d/%d (epoch %.2f): %s", state.global_step, state.max_steps, state.epoch or 0, shown)
 
     found: list[Any] = [Progress()]
     if cfg.training.early_stopping_patience:
@@ -200,5 +210,5 @@ def preflight(model: Any, cfg: TuneopsConfig) -> MemoryEstimate:
             f"this run does not fit in memory: {estimate.describe()}. Use a parameter-efficient method "
             "(training.method: lora), a smaller training.batch_size with gradient_accumulation_steps, a shorter "
             "model.max_length, or a bigger device")
-    log.info("memory preflight: %s", estimate.describe())
+    logger().info("memory preflight: %s", estimate.describe())
     return estimate

@@ -1,0 +1,93 @@
+"""Kill a real training run with SIGKILL mid-way; the next run resumes from its checkpoint and finishes
+with the metrics an uninterrupted run gets.
+
+Each `tuneops train` here is a separate process with its own TUNEOPS_HOME, so it starts its own
+local Prefect API and SQLite MLflow store, as a user's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _config(path: Path, data: str, base: str, name: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "data": {"path": data, "label_column": "category"},
+        "validation": {"min_rows_per_class": 10},
+        "model": {"base": base, "max_length": 32},
+        "training": {"method": "full", "epochs": 12, "learning_rate": 0.003, "batch_size": 8, "seed": 7},
+        "gate": {"floors": {"accuracy": 0.0}},
+        "registry": {"model_name": name, "experiment": "resume"},
+    }))
+    return path
+
+
+def _train(home: Path, config: Path, **popen: object) -> subprocess.Popen:
+    env = {**os.environ, "TUNEOPS_HOME": str(home)}
+    for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME"):
+        env.pop(key, None)
+    return subprocess.Popen([sys.executable, "-m", "tuneops.cli", "train", str(config)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _checkpoint_epochs(home: Path) -> list[float]:
+    epochs = []
+    for state in (home / "checkpoints").glob("*/checkpoint-*/trainer_state.json"):
+        try:
+            epochs.append(json.loads(state.read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            pass  # being written right now
+    return epochs
+
+
+def _test_metrics(home: Path, name: str) -> dict[str, float]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    version = client.get_model_version_by_alias(name, "challenger")
+    return client.get_run(version.run_id).data.metrics
+
+
+def test_sigkilled_training_resumes_and_matches_uninterrupted(tmp_path, tiny_model, company_csv):
+    home = tmp_path / "home"
+    config = _config(tmp_path / "resume.yaml", company_csv, tiny_model, "resumed")
+
+    first = _train(home, config, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any(e >= 2 for e in _checkpoint_epochs(home)):
+        assert first.poll() is None, f"training ended before it could be killed:\n{first.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL
+    killed_at = max(_checkpoint_epochs(home))
+    assert killed_at < 12, "the run was killed after it had finished training"
+
+    second = _train(home, config)
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-3000:]
+    assert "resuming from" in out and "checkpoint-" in out
+    assert not list((home / "checkpoints").glob("*/checkpoint-*")), "checkpoints are removed after success"
+    resumed = _test_metrics(home, "resumed")
+
+    reference_home = tmp_path / "reference"
+    third = _train(reference_home, _config(tmp_path / "reference.yaml", company_csv, tiny_model, "resumed"))
+    out, _ = third.communicate(timeout=600)
+    assert third.returncode == 0, out[-3000:]
+    assert "resuming from" not in out
+    uninterrupted = _test_metrics(reference_home, "resumed")
+
+    for metric in ("test_accuracy", "test_macro_f1", "best_validation_accuracy"):
+        assert resumed[metric] == pytest.approx(uninterrupted[metric], abs=0.02), (metric, resumed, uninterrupted)
