@@ -78,12 +78,14 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return None
 
 
-def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | None = None) -> TrainResult:
+def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
+                     run_id: str | None = None) -> TrainResult | None:
     """Train on the train split, select the best epoch on validation, export and verify the model folder.
 
     Checkpoints go to ``$TUNEOPS_HOME/checkpoints/<key>`` every epoch; if a previous attempt with the
     same config and data was killed, training resumes from its last checkpoint (weights, optimizer,
-    scheduler, RNG and data position) and ends where an uninterrupted run would.
+    scheduler, RNG and data position) and ends where an uninterrupted run would. Under a distributed
+    launch every worker runs this; only rank 0 exports and returns a result.
     """
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
@@ -143,6 +145,8 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run
     evaluated = trainer.evaluate()
     eval_seconds = time.perf_counter() - start
     best = {k.removeprefix("eval_"): float(v) for k, v in evaluated.items() if k in ("eval_accuracy", "eval_macro_f1")}
+    if not trainer.is_world_process_zero():
+        return None  # a distributed worker other than rank 0: rank 0 exports and verifies
 
     model_dir = out_dir / "model"
     adapter_report: dict[str, Any] = {}
@@ -182,12 +186,71 @@ def verify_export(model_dir: Path, validation: pd.DataFrame, cfg: TuneopsConfig,
             f"export of method '{cfg.training.method}' is broken, nothing was registered")
 
 
+def launch_distributed(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str) -> TrainResult:
+    """Run ``train_classifier`` in N worker processes under torchrun, streaming their log into this run's.
+
+    DDP uses gloo on CPU and NCCL on GPUs; the 'deepspeed' launcher is the same launch with the DeepSpeed
+    engine enabled through the training arguments. A non-zero exit fails with the log's last lines.
+    """
+    import dataclasses
+    import os
+    import socket
+    import subprocess
+    import sys
+    from collections import deque
+
+    from tuneops import engine
+
+    dist = cfg.training.distributed
+    job_dir = out_dir / "launch"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    job = job_dir / "job.json"
+    result_file = job_dir / "result.json"
+    job.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "splits": dataclasses.asdict(splits),
+                               "out_dir": str(out_dir), "run_id": run_id, "result": str(result_file)}))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={dist.processes}", "--nnodes=1",
+               "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "tasks.train_worker", str(job)]
+    threads = max(1, (os.cpu_count() or 1) // dist.processes)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    log = engine.logger()
+    log.info("launching %d %s workers: %s", dist.processes, dist.launcher, " ".join(command[2:]))
+    tail: deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + dist.timeout_minutes * 60
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail.append(line)
+        if line:
+            log.info("%s", line)
+        if time.monotonic() > deadline:
+            proc.kill()
+            break
+    code = proc.wait()
+    if code != 0 or not result_file.is_file():
+        lines = "\n".join(tail)
+        reason = (f"ran past training.distributed.timeout_minutes ({dist.timeout_minutes})"
+                  if time.monotonic() > deadline else f"exited with code {code}")
+        raise engine.TrainingError(f"the {dist.launcher} launch of {dist.processes} workers {reason}; last lines "
+                                   f"of its log:\n{lines}\nFix the cause above, or set training.distributed."
+                                   "launcher: none to train in one process")
+    return TrainResult(**json.loads(result_file.read_text()))
+
+
 @task(name="fine-tune", cache_policy=NO_CACHE)
 def fine_tune(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str) -> TrainResult:
     """Fine-tune with the configured method, evaluating on the validation split every epoch."""
     from tuneops import tracking
 
-    result = train_classifier(cfg, splits, out_dir, run_id)
+    if cfg.training.distributed.launcher == "none":
+        result = train_classifier(cfg, splits, out_dir, run_id)
+        assert result is not None  # a single process is rank 0
+    else:
+        result = launch_distributed(cfg, splits, out_dir, run_id)
     tracking.log_metrics(run_id, {"train_seconds": result.train_seconds,
                                   "trainable_params": result.trainable_params,
                                   **{f"best_validation_{k}": v for k, v in result.best_validation.items()}})

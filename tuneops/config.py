@@ -126,6 +126,28 @@ class ModelConfig(_Section):
     max_length: int = Field(64, ge=8, le=8192, description="Token limit per text; longer texts are truncated.")
 
 
+class DistributedSettings(_Section):
+    """Multi-process training on existing engines: torch DDP, or DeepSpeed ZeRO, launched by torchrun."""
+
+    launcher: Literal["none", "torchrun", "deepspeed"] = Field(
+        "none", description="'none' trains in the flow's process; 'torchrun' runs DDP over `processes` workers; "
+        "'deepspeed' does the same with the DeepSpeed engine and the ZeRO config in `deepspeed_config`.")
+    processes: int = Field(2, ge=1, le=1024, description="Worker processes on this node (one per GPU on GPU nodes).")
+    deepspeed_config: str | None = Field(
+        None, description="DeepSpeed JSON (e.g. configs/deepspeed/zero2.json); its \"auto\" values are filled from "
+        "this training config. Required with launcher 'deepspeed'.")
+    timeout_minutes: int = Field(120, ge=1, description="The launch fails if workers run longer than this.")
+
+    @model_validator(mode="after")
+    def _deepspeed(self) -> DistributedSettings:
+        if self.launcher == "deepspeed" and not self.deepspeed_config:
+            raise ValueError("launcher is 'deepspeed' but deepspeed_config is empty; name a ZeRO config such as "
+                             "configs/deepspeed/zero2.json")
+        if self.deepspeed_config and self.launcher != "deepspeed":
+            raise ValueError(f"deepspeed_config is set but launcher is '{self.launcher}'; set launcher: deepspeed")
+        return self
+
+
 class _TrainingBase(_Section):
     """How the model is fine-tuned. Each method's own settings sit under its name (``training.lora``, ...)."""
 
@@ -150,6 +172,8 @@ class _TrainingBase(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Training precision; bf16/fp16 need a GPU that supports them.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings,
+                                             description="Multi-process launch (DDP or DeepSpeed); off by default.")
     export_tolerance: float = Field(
         0.005, ge=0, le=1, description="Largest allowed change of the validation primary metric between the "
         "trained model and its exported (merged or reloaded) form; more fails the run before registration.")

@@ -1,0 +1,61 @@
+"""Multi-process training on this CPU machine: 2-process DDP over gloo, and DeepSpeed ZeRO-2, both launched
+by the flow's fine-tune task through torchrun; each registers a model that loads and predicts."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import LABELS, ROOT, tiny_config
+from tuneops.engine import TrainingError
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _distributed_config(company_csv: str, tiny_model: str, name: str, **distributed: object):
+    return tiny_config(company_csv, tiny_model, name,
+                       training={"method": "full", "epochs": 3, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
+                                 "distributed": distributed})
+
+
+@pytest.mark.parametrize("launcher,extra", [
+    ("torchrun", {}),
+    ("deepspeed", {"deepspeed_config": str(ROOT / "configs/deepspeed/zero2.json")}),
+])
+def test_two_process_training_registers_a_model_that_predicts(launcher, extra, prefect_server, tiny_model,
+                                                               company_csv, capfd):
+    from flows.train_model import train_model
+
+    name = f"distributed-{launcher}"
+    outcome = train_model(config=_distributed_config(company_csv, tiny_model, name, launcher=launcher,
+                                                     processes=2, **extra))
+    logs = capfd.readouterr()
+    text = logs.out + logs.err
+    assert "launching 2" in text
+    assert "rank0" in text and "rank1" in text, "both workers' logs are streamed into the run"
+    if launcher == "deepspeed":
+        assert "DeepSpeed" in text or "deepspeed" in text
+    assert outcome.test_metrics["accuracy"] > 0.5, outcome.test_metrics  # four labels: chance is 0.25
+    run = MlflowClient().get_run(outcome.run_id)
+    assert "validation_accuracy" in run.data.metrics and "loss" in run.data.metrics
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{outcome.registration.version}")
+    out = model.predict(pd.DataFrame({"text": ["my card has not arrived yet"]}))
+    assert out["label"].iloc[0] in LABELS
+
+
+def test_failed_launch_fails_the_task_with_the_log_tail(prefect_server, tiny_model, company_csv, tmp_path):
+    from flows.train_model import train_model
+
+    broken = tmp_path / "zero.json"
+    broken.write_text('{"zero_optimization": {"stage": 7}, "train_micro_batch_size_per_gpu": "auto"}')
+    cfg = _distributed_config(company_csv, tiny_model, "distributed-broken", launcher="deepspeed", processes=2,
+                              deepspeed_config=str(broken))
+    with pytest.raises(TrainingError) as failure:
+        train_model(config=cfg)
+    message = str(failure.value)
+    assert "the deepspeed launch of 2 workers exited with code" in message
+    assert "last lines of its log" in message and "launcher: none" in message
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        MlflowClient().get_registered_model("distributed-broken")
