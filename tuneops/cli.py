@@ -69,6 +69,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from tuneops.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    check_services()
+    from tuneops.startup import prepare_training
+
+    prepare_training(cfg.registry.experiment)
+    from flows.tune_hyperparameters import tune_hyperparameters
+
+    _strip_expected_tracebacks()
+    outcome = tune_hyperparameters(config=cfg, output=args.output)
+    metric = cfg.gate.primary_metric
+    print("\n" + "=" * 72)
+    for t in outcome.trials:
+        mark = "*" if t is outcome.best else " "
+        print(f"{mark} trial {t.number:>3}  validation {metric} {t.validation[metric]:.4f}  {t.overrides}")
+    print(f"best config  {outcome.best_config_path}   (train it: tuneops train {outcome.best_config_path})")
+    print(f"mlflow run   {outcome.run_id}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from tuneops.config import load_config
 
@@ -119,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config, e.g. configs/banking77_lora.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set training.epochs=2 (repeatable)")
+
+    p = add("tune", cmd_tune, "Run the tune_hyperparameters flow over the config's search space.")
+    p.add_argument("config", help="YAML config with a 'search' section, e.g. configs/banking77_search.yaml")
+    p.add_argument("--output", help="where to write the best config (default: the run's folder)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
     p = add("predict", cmd_predict, "Score a CSV/JSONL/Parquet of texts with the champion (or a version).")
     p.add_argument("--config", required=True, help="config naming the model and the text column")

@@ -272,6 +272,30 @@ class RegistryConfig(_Section):
     experiment: str = Field("tuneops", min_length=1, description="MLflow experiment for training runs.")
 
 
+class SearchConfig(_Section):
+    """A hyperparameter search (the tune_hyperparameters flow): trials chosen on the validation split only."""
+
+    strategy: Literal["grid", "random"] = Field(
+        "grid", description="'grid' tries every combination; 'random' samples `trials` of them.")
+    space: dict[str, list[Any]] = Field(
+        description="Dotted config keys and the values to try, e.g. {'training.learning_rate': [0.001, 0.003], "
+        "'training.lora.r': [8, 16]}.")
+    trials: int = Field(8, ge=1, le=1000, description="Trials for strategy 'random' (grid uses every combination).")
+    seed: int = Field(0, description="Seed of the random sampling of combinations.")
+
+    @model_validator(mode="after")
+    def _space(self) -> SearchConfig:
+        if not self.space:
+            raise ValueError("space is empty; name at least one key and its values, e.g. training.learning_rate")
+        empty = [k for k, values in self.space.items() if not values]
+        if empty:
+            raise ValueError(f"space has no values for {', '.join(empty)}")
+        if any(k.split(".")[0] in ("data", "split", "registry", "search") for k in self.space):
+            raise ValueError("space may only vary model, training and validation knobs: a search over data, split "
+                             "or registry settings would compare trials on different validation sets")
+        return self
+
+
 class TuneopsConfig(_Section):
     """A complete fine-tuning pipeline: data, checks, split, model, training, gate, registry."""
 
@@ -283,6 +307,7 @@ class TuneopsConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Fine-tuning method and knobs.")
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion rules against the champion.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow names.")
+    search: SearchConfig | None = Field(None, description="Hyperparameter search space (tune_hyperparameters flow).")
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> TuneopsConfig:

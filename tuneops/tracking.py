@@ -47,10 +47,12 @@ def code_version() -> str:
 
 
 @contextlib.contextmanager
-def run(experiment: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
-    """Open an MLflow run for the length of a flow; it ends FAILED if the flow raises."""
+def run(experiment: str, run_name: str, tags: dict[str, str] | None = None,
+        parent_run_id: str | None = None) -> Iterator[str]:
+    """Open an MLflow run for the length of a flow (or a trial, nested under its parent); FAILED if it raises."""
     c = client()
-    r = c.create_run(experiment_id(experiment), run_name=run_name, tags=tags or {})
+    tags = {**(tags or {}), **({"mlflow.parentRunId": parent_run_id} if parent_run_id else {})}
+    r = c.create_run(experiment_id(experiment), run_name=run_name, tags=tags)
     status = "FAILED"
     try:
         yield r.info.run_id
