@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -12,7 +14,7 @@ from tasks.evaluate import ChampionScores, Evaluation, evaluate_challenger, publ
 from tasks.finetune import TrainResult, fine_tune
 from tasks.gate import GateDecision, gate
 from tasks.registry import Registration, register_model
-from tasks.split import split_dataset
+from tasks.split import SplitResult, split_dataset
 from tuneops import settings, tracking
 from tuneops.config import TuneopsConfig
 
@@ -60,6 +62,21 @@ def report_outcome(outcome: TrainOutcome) -> None:
     get_run_logger().info("%s v%s: %s", r.name, r.version, d.reason)
 
 
+def judge_and_register(config: TuneopsConfig, data: pd.DataFrame, splits: SplitResult, trained: TrainResult,
+                       work: Path, run_id: str) -> TrainOutcome:
+    """Steps 5-7 for any candidate model: test evaluation, champion re-scoring, gate, report, registration."""
+    test = splits.paths["test"]
+    challenger = evaluate_challenger(trained.model_dir, test, config, work / "evaluation", run_id)
+    champion = score_champion(trained.model_dir, test, splits.fingerprints["test"], config, work / "evaluation",
+                              run_id)
+    decision = gate(challenger, champion, config.gate, run_id)
+    publish_report(config, challenger, decision.to_markdown(), run_id)
+    data_fingerprint = fingerprint(data, [config.data.text_column, config.data.label_column])
+    registration = register_model(trained, config, data_fingerprint, splits, challenger.metrics, decision, run_id)
+    return TrainOutcome(registration, decision, challenger.metrics, run_id,
+                        compute_seconds(trained, challenger, champion))
+
+
 @flow(name="train_model", log_prints=True)
 def train_model(config: TuneopsConfig) -> TrainOutcome:
     """Validate the data, split it, fine-tune, evaluate, gate against the champion, register.
@@ -82,16 +99,6 @@ def train_model(config: TuneopsConfig) -> TrainOutcome:
         work = settings.runs_dir() / run_id
         splits = split_dataset(data, config.data, config.split, work / "splits", run_id)
         trained = fine_tune(config, splits, work, run_id)
-        test = splits.paths["test"]
-        challenger = evaluate_challenger(trained.model_dir, test, config, work / "evaluation", run_id)
-        champion = score_champion(trained.model_dir, test, splits.fingerprints["test"], config,
-                                  work / "evaluation", run_id)
-        decision = gate(challenger, champion, config.gate, run_id)
-        publish_report(config, challenger, decision.to_markdown(), run_id)
-        data_fingerprint = fingerprint(data, [config.data.text_column, config.data.label_column])
-        registration = register_model(trained, config, data_fingerprint, splits, challenger.metrics, decision,
-                                      run_id)
-    outcome = TrainOutcome(registration, decision, challenger.metrics, run_id,
-                           compute_seconds(trained, challenger, champion))
+        outcome = judge_and_register(config, data, splits, trained, work, run_id)
     report_outcome(outcome)
     return outcome

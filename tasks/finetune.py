@@ -125,7 +125,7 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
         return classification_metrics([labels[i] for i in pred.label_ids], [labels[i] for i in y_pred.argmax(-1)])
 
     checkpoints = settings.checkpoints_dir() / checkpoint_key(cfg, splits)
-    trainer = Trainer(
+    trainer = engine.quiet(Trainer(
         model=model,
         args=engine.training_arguments(cfg, checkpoints, cfg.gate.primary_metric),
         train_dataset=encode(frames["train"]),
@@ -134,7 +134,7 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
         callbacks=engine.callbacks(cfg, run_id),
-    )
+    ))
     resume = last_complete_checkpoint(checkpoints)
     if resume:
         engine.logger().info("resuming from %s", resume)

@@ -105,6 +105,14 @@ def deepspeed_config(cfg: TuneopsConfig, world_size: int) -> dict[str, Any]:
     return ds
 
 
+def quiet(trainer: Any) -> Any:
+    """Drop the Trainer's own printer of raw log dicts: the Progress callback logs them readably."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
 def callbacks(cfg: TuneopsConfig, run_id: str | None) -> list[Any]:
     """MLflow metrics per logging step, a progress line per log, early stopping when configured."""
     from transformers import EarlyStoppingCallback, TrainerCallback

