@@ -1,0 +1,203 @@
+"""Training-step throughput of the engine, side by side with the alternatives it must beat.
+
+MiniLM (the packaged all-MiniLM-L6-v2) classifying BANKING77, batch 32, max_length 64, on the
+same rows in every mode. Each mode runs in its own process (so peak memory is its own) and
+times `--steps` optimizer steps after `--warmup` untimed ones:
+
+  engine-lora   tuneops' Trainer set-up (engine.training_arguments: dynamic padding and length-grouped
+                batches), LoRA as in configs/banking77_lora.yaml
+  plain-lora    a hand-written PEFT loop (AdamW, linear schedule, loss.backward, step) over the very same
+                length-grouped batches: what the engine costs beyond the arithmetic  -> goal ratio >= 1.0
+  naive-lora    the engine, but every batch padded to max_length in random order  -> goal >= 1.5x slower
+  engine-full   full fine-tuning with the engine, for peak memory (and speed) against LoRA
+
+FLOP/s counts the matmul work of the processed (padded) tokens: forward 2*N*T, input gradients
+2*N*T, weight gradients 2*N_trainable*T, plus attention scores; it is compared with this
+machine's fp32 matmul peak measured in the same run (goal >= 35%).
+
+    .venv/bin/python bench/train_throughput.py [--steps 30] [--warmup 5] [--rows 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BATCH, MAX_LENGTH = 32, 64
+
+
+def _setup(mode: str, rows: int) -> tuple[Any, Any, Any, Any]:
+    import pandas as pd
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tuneops import methods
+    from tuneops.config import load_config
+    from tuneops.models import resolve_base
+
+    transformers.logging.set_verbosity_error()
+    method = "full" if mode.endswith("full") else "lora"
+    cfg = load_config(ROOT / "configs/banking77_lora.yaml",
+                      [f"training.method={method}", f"training.batch_size={BATCH}", f"model.max_length={MAX_LENGTH}"]
+                      + (["training.lora=null"] if method == "full" else []))
+    frame = pd.read_csv(ROOT / "data/banking77/train.csv").sample(n=rows, random_state=0)
+    labels = sorted(frame.category.unique())
+    base = resolve_base(cfg.model.base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    transformers.set_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=len(labels))
+    model = methods.get(method).prepare(model, cfg.training.method_settings(), "SEQ_CLS")
+    enc = tokenizer(frame.text.tolist(), truncation=True, max_length=MAX_LENGTH)
+    ids = [labels.index(c) for c in frame.category]
+    dataset = [{"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i],
+                "token_type_ids": enc["token_type_ids"][i], "labels": ids[i]} for i in range(rows)]
+    return cfg, model, tokenizer, dataset
+
+
+def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
+    import torch
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
+
+    from tuneops import engine
+
+    cfg, model, tokenizer, dataset = _setup(mode, rows)
+    naive = mode.startswith("naive")
+    collator = DataCollatorWithPadding(tokenizer, padding="max_length" if naive else True, max_length=MAX_LENGTH)
+    total_steps = warmup + steps
+    tokens = {"real": 0, "processed": 0}
+    times: list[float] = []
+
+    def count(batch: dict[str, Any]) -> None:
+        if len(times) >= warmup:
+            tokens["real"] += int(batch["attention_mask"].sum())
+            tokens["processed"] += int(batch["attention_mask"].numel())
+
+    if mode.startswith(("engine", "naive")):
+        class Clock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+                times.append(time.perf_counter())
+
+            def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+                times.append(time.perf_counter())
+
+        def counting_collator(features: list[dict[str, Any]]) -> dict[str, Any]:
+            batch = collator(features)
+            count(batch)
+            return batch
+
+        args = engine.training_arguments(
+            cfg, Path("/tmp/tuneops-bench-throughput"), "accuracy", max_steps=total_steps, eval_strategy="no",
+            save_strategy="no", load_best_model_at_end=False, logging_steps=10_000,
+            train_sampling_strategy="random" if naive else "group_by_length")
+        trainer = engine.quiet(Trainer(model=model, args=args, train_dataset=dataset, data_collator=counting_collator,
+                                       processing_class=tokenizer, callbacks=[Clock()]))
+        trainer.train()
+    else:  # plain: the same length-grouped batches, a hand-written loop
+        from torch.utils.data import DataLoader
+        from transformers import get_linear_schedule_with_warmup
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        generator = torch.Generator().manual_seed(cfg.training.seed)
+        sampler = LengthGroupedSampler(BATCH, dataset=dataset, generator=generator)
+        loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, collate_fn=collator)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=cfg.training.learning_rate)
+        schedule = get_linear_schedule_with_warmup(optimizer, int(0.06 * total_steps), total_steps)
+        model.train()
+        batches = iter(loader)
+        for _ in range(total_steps):
+            batch = next(batches)
+            count(batch)
+            times.append(time.perf_counter())
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter())
+
+    seconds = times[-1] - times[warmup]
+    matmul_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    config = model.config
+    per_token = 4 * matmul_params + 2 * min(trainable, matmul_params)
+    attention = 12 * config.num_hidden_layers * config.hidden_size * MAX_LENGTH  # upper bound per token
+    flops = tokens["processed"] * per_token + tokens["real"] * attention
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+    return {"mode": mode, "steps": steps, "seconds": seconds, "samples_per_s": steps * BATCH / seconds,
+            "tokens_per_s": tokens["real"] / seconds, "padded_share": 1 - tokens["real"] / tokens["processed"],
+            "flops_per_s": flops / seconds, "trainable": trainable, "peak_rss_bytes": peak}
+
+
+def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
+    """Best fp32 GFLOP/s of square matmuls on this machine (the same threads training uses)."""
+    import torch
+
+    best = 0.0
+    for n in (512, size, 2 * size):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode:
+        print(json.dumps(_measure(args.mode, args.rows, args.steps, args.warmup)))
+        return
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, max_length {MAX_LENGTH}, "
+          f"{args.steps} timed steps after {args.warmup} warm-up steps")
+    peak = matmul_peak()
+    results = {}
+    for mode in ("engine-lora", "plain-lora", "naive-lora", "engine-full"):
+        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--warmup",
+                              str(args.warmup), "--rows", str(args.rows)], capture_output=True, text=True, cwd=ROOT)
+        if out.returncode != 0:
+            sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
+        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    peak_after = matmul_peak()
+    peak = max(peak, peak_after)
+
+    print(f"\nmatmul peak (fp32, best of 512/1024/2048 squares, before and after): {peak / 1e9:.1f} GFLOP/s\n")
+    print(f"{'mode':<12} {'samples/s':>10} {'tokens/s':>10} {'padding':>8} {'GFLOP/s':>8} {'of peak':>8} "
+          f"{'peak RSS':>9}")
+    for mode, r in results.items():
+        print(f"{mode:<12} {r['samples_per_s']:>10.1f} {r['tokens_per_s']:>10.0f} {r['padded_share']:>7.0%} "
+              f"{r['flops_per_s'] / 1e9:>8.1f} {r['flops_per_s'] / peak:>7.0%} {r['peak_rss_bytes'] / 2**20:>7.0f}MB")
+    e, p, n, f = (results[m] for m in ("engine-lora", "plain-lora", "naive-lora", "engine-full"))
+    print()
+    ratio_a, ratio_b = e["samples_per_s"] / p["samples_per_s"], e["samples_per_s"] / n["samples_per_s"]
+    print(f"(a) engine / plain PEFT loop, samples/s:   {ratio_a:.2f}x  (goal >= 1.0)")
+    print(f"(b) engine / naive max-length padding:     {ratio_b:.2f}x  (goal >= 1.5)")
+    print(f"(c) engine achieved FLOP/s / matmul peak:  {e['flops_per_s'] / peak:.0%}    (goal >= 35%)")
+    print(f"    naive padding FLOP/s / matmul peak:    {n['flops_per_s'] / peak:.0%}    (bigger matmuls, on padding)")
+    print(f"peak memory full vs LoRA (process RSS):    {f['peak_rss_bytes'] / 2**20:.0f} MB vs "
+          f"{e['peak_rss_bytes'] / 2**20:.0f} MB ({f['trainable']:,} vs {e['trainable']:,} trainable parameters)")
+
+
+if __name__ == "__main__":
+    main()
