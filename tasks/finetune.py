@@ -252,6 +252,6 @@ def fine_tune(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: st
     else:
         result = launch_distributed(cfg, splits, out_dir, run_id)
     tracking.log_metrics(run_id, {"train_seconds": result.train_seconds,
-                                  "trainable_params": result.trainable_params,
+                                  "trainable_params": result.trainable_params, "epochs_run": result.epochs_run,
                                   **{f"best_validation_{k}": v for k, v in result.best_validation.items()}})
     return result

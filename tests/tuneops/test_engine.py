@@ -1,0 +1,59 @@
+"""The engine's guards: memory preflight, empty-adapter detection, early stopping, seeded determinism."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import tiny_config
+from tuneops.engine import TrainingError
+
+
+def test_preflight_refuses_a_run_that_cannot_fit_with_the_numbers(prefect_server, tiny_model, company_csv):
+    from flows.train_model import train_model
+
+    cfg = tiny_config(company_csv, tiny_model, "too-big", training={"batch_size": 5_000_000})
+    with pytest.raises(TrainingError) as failure:
+        train_model(config=cfg)
+    message = str(failure.value)
+    assert "does not fit in memory" in message and "GiB needed" in message and "GiB available" in message
+    assert "gradient_accumulation_steps" in message  # the fix is named
+    assert not MlflowClient().search_registered_models("name = 'too-big'")
+
+
+def test_untrained_adapter_is_caught_before_registration(tiny_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from tuneops import engine
+
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3),
+                           LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query", "value"]))
+    before = engine.trainable_snapshot(model)
+    assert before and all("lora_" in n for n in before)
+    model.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(TrainingError, match="did not change during training"):
+        engine.check_adapter(model, before, tmp_path / "adapter", "lora")
+
+    # one adapter tensor moved: accepted, and the report counts it
+    name = next(n for n in before if "lora_B" in n)
+    dict(model.named_parameters())[name].data.add_(0.01)
+    model.save_pretrained(tmp_path / "adapter")
+    report = engine.check_adapter(model, before, tmp_path / "adapter", "lora")
+    assert report["adapter_tensors_trained"] == 1 and report["adapter_params"] > 0
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_training_and_same_seed_gives_same_metrics(prefect_server, tiny_model, company_csv):
+    from flows.train_model import train_model
+
+    cfg = tiny_config(company_csv, tiny_model, "early-stop",
+                      training={"epochs": 40, "learning_rate": 0.003, "early_stopping_patience": 1})
+    first = train_model(config=cfg)
+    second = train_model(config=cfg)
+    client = MlflowClient()
+    runs = [client.get_run(o.run_id).data.metrics for o in (first, second)]
+    assert runs[0]["epochs_run"] < 40, "early stopping never triggered"
+    assert runs[0]["epochs_run"] == runs[1]["epochs_run"]
+    for metric in ("best_validation_accuracy", "test_accuracy", "test_macro_f1"):
+        assert runs[0][metric] == runs[1][metric], metric
