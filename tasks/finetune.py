@@ -64,20 +64,6 @@ def checkpoint_key(cfg: TuneopsConfig, splits: SplitResult) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint that was written completely; a half-written one (killed mid-save) is removed."""
-    candidates = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for candidate in candidates:
-        try:  # the Trainer writes trainer_state.json last: parseable means the checkpoint is whole
-            json.loads((candidate / "trainer_state.json").read_text())
-            if any(candidate.glob("rng_state*.pth")):
-                return str(candidate)
-        except (OSError, ValueError):
-            pass
-        shutil.rmtree(candidate, ignore_errors=True)
-    return None
-
-
 def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
                      run_id: str | None = None) -> TrainResult | None:
     """Train on the train split, select the best epoch on validation, export and verify the model folder.
@@ -124,7 +110,9 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
         y_pred = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
         return classification_metrics([labels[i] for i in pred.label_ids], [labels[i] for i in y_pred.argmax(-1)])
 
-    checkpoints = settings.checkpoints_dir() / checkpoint_key(cfg, splits)
+    key = checkpoint_key(cfg, splits)
+    checkpoints = settings.checkpoints_dir() / key
+    mirror = f"{cfg.training.checkpoint_uri.rstrip('/')}/{key}" if cfg.training.checkpoint_uri else None
     trainer = engine.quiet(Trainer(
         model=model,
         args=engine.training_arguments(cfg, checkpoints, cfg.gate.primary_metric),
@@ -133,9 +121,11 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
-        callbacks=engine.callbacks(cfg, run_id),
+        callbacks=engine.callbacks(cfg, run_id) + ([engine.checkpoint_mirror(mirror)] if mirror else []),
     ))
-    resume = last_complete_checkpoint(checkpoints)
+    resume = engine.last_complete_checkpoint(checkpoints)
+    if resume is None and mirror and trainer.args.world_size == 1:  # distributed: the launcher fetched it
+        resume = engine.fetch_remote_checkpoint(mirror, checkpoints)
     if resume:
         engine.logger().info("resuming from %s", resume)
     start = time.perf_counter()
@@ -163,6 +153,10 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
     (model_dir / "tuneops_config.json").write_text(cfg.model_dump_json(indent=2))
     verify_export(model_dir, frames["validation"], cfg, best)
     shutil.rmtree(checkpoints, ignore_errors=True)
+    if mirror:
+        from tuneops import storage
+
+        storage.delete_folder(mirror)
     return TrainResult(
         model_dir=str(model_dir), labels=labels, train_seconds=seconds, eval_seconds=eval_seconds,
         trainable_params=trainable, total_params=total, best_validation=best, adapter=adapter_report,
@@ -202,6 +196,13 @@ def launch_distributed(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, r
     from tuneops import engine
 
     dist = cfg.training.distributed
+    if cfg.training.checkpoint_uri:  # workers share this node's disk: fetch a mirrored checkpoint once, here
+        from tuneops import settings
+
+        key = checkpoint_key(cfg, splits)
+        if engine.last_complete_checkpoint(settings.checkpoints_dir() / key) is None:
+            engine.fetch_remote_checkpoint(f"{cfg.training.checkpoint_uri.rstrip('/')}/{key}",
+                                           settings.checkpoints_dir() / key)
     job_dir = out_dir / "launch"
     job_dir.mkdir(parents=True, exist_ok=True)
     job = job_dir / "job.json"

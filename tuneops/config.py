@@ -172,6 +172,9 @@ class _TrainingBase(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Training precision; bf16/fp16 need a GPU that supports them.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
+    checkpoint_uri: str | None = Field(
+        None, description="Also mirror each epoch's checkpoint here (an s3:// prefix or a folder), so a re-run on "
+        "another machine resumes from it; null keeps checkpoints only under $TUNEOPS_HOME/checkpoints.")
     distributed: DistributedSettings = Field(default_factory=DistributedSettings,
                                              description="Multi-process launch (DDP or DeepSpeed); off by default.")
     export_tolerance: float = Field(

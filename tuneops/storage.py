@@ -208,3 +208,55 @@ def write_bytes(data: bytes, uri: str) -> None:
         return
     Path(uri).parent.mkdir(parents=True, exist_ok=True)
     Path(uri).write_bytes(data)
+
+
+# --------------------------------------------------------------------------- folders (checkpoint mirroring)
+
+
+def upload_folder(local: Path, uri: str) -> None:
+    """Copy a local folder's files under ``uri`` (an s3:// prefix or a local folder)."""
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        write_bytes(path.read_bytes(), f"{uri.rstrip('/')}/{path.relative_to(local).as_posix()}")
+
+
+def list_keys(uri: str) -> list[str]:
+    """Relative names of every file under ``uri`` (recursive)."""
+    if is_s3(uri):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, prefix = split_s3(uri.rstrip("/") + "/")
+        keys: list[str] = []
+        try:
+            for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys += [obj["Key"][len(prefix):] for obj in page.get("Contents", [])]
+        except (BotoCoreError, ClientError) as exc:
+            raise _s3_error(exc, uri) from None
+        return keys
+    root = Path(uri)
+    return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+
+
+def download_folder(uri: str, local: Path) -> None:
+    """Copy every file under ``uri`` into a local folder."""
+    for key in list_keys(uri):
+        target = local / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_bytes(Source(f"{uri.rstrip('/')}/{key}")))
+
+
+def delete_folder(uri: str) -> None:
+    """Remove every file under ``uri``."""
+    if not is_s3(uri):
+        import shutil
+
+        shutil.rmtree(uri, ignore_errors=True)
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = split_s3(uri.rstrip("/") + "/")
+    keys = [{"Key": prefix + k} for k in list_keys(uri)]
+    try:
+        for i in range(0, len(keys), 1000):
+            s3_client().delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000]})
+    except (BotoCoreError, ClientError) as exc:
+        raise _s3_error(exc, uri) from None

@@ -21,12 +21,13 @@ import yaml
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def _config(path: Path, data: str, base: str, name: str) -> Path:
+def _config(path: Path, data: str, base: str, name: str, checkpoint_uri: str | None = None) -> Path:
     path.write_text(yaml.safe_dump({
         "data": {"path": data, "label_column": "category"},
         "validation": {"min_rows_per_class": 10},
         "model": {"base": base, "max_length": 32},
-        "training": {"method": "full", "epochs": 12, "learning_rate": 0.003, "batch_size": 8, "seed": 7},
+        "training": {"method": "full", "epochs": 12, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
+                     "checkpoint_uri": checkpoint_uri},
         "gate": {"floors": {"accuracy": 0.0}},
         "registry": {"model_name": name, "experiment": "resume"},
     }))
@@ -91,3 +92,27 @@ def test_sigkilled_training_resumes_and_matches_uninterrupted(tmp_path, tiny_mod
 
     for metric in ("test_accuracy", "test_macro_f1", "best_validation_accuracy"):
         assert resumed[metric] == pytest.approx(uninterrupted[metric], abs=0.02), (metric, resumed, uninterrupted)
+
+
+def test_resume_on_another_machine_from_checkpoints_mirrored_to_s3(tmp_path, tiny_model, company_csv, s3_endpoint):
+    """The killed run mirrored its checkpoints to S3; a run with an empty working folder resumes from there."""
+    from tests.conftest import make_bucket
+    from tuneops import storage
+
+    make_bucket("checkpoints")
+    config = _config(tmp_path / "s3.yaml", company_csv, tiny_model, "resumed-s3", "s3://checkpoints/team")
+    first_machine = tmp_path / "first"
+    first = _train(first_machine, config, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any(k.endswith("/_COMPLETE") for k in storage.list_keys("s3://checkpoints/team")):
+        assert first.poll() is None, f"training ended before it could be killed:\n{first.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no mirrored checkpoint after 300 s"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+
+    second = _train(tmp_path / "second", config)  # a fresh working folder: nothing local to resume from
+    out, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, out[-3000:]
+    assert "resuming from" in out
+    assert storage.list_keys("s3://checkpoints/team") == [], "the mirror is cleaned up after success"
