@@ -66,6 +66,11 @@ def test_deployments_pools_limits_and_typed_parameters(stack):
     assert deployed["train_model/manual"]["parameters"] == {"config": demo}
     assert retrain["parameters"] == {"config": demo}
     assert deployed["score_batch/nightly"]["schedules"][0]["schedule"]["cron"] == "0 1 * * *"
+    # The server enforces the typed schema: a wrong type in the form is refused before any run exists.
+    demo["training"]["epochs"] = "many"
+    refused = httpx.post(f"{stack.api}/deployments/{retrain['id']}/create_flow_run",
+                         json={"parameters": {"config": demo}})
+    assert refused.status_code == 409 and "epochs" in refused.text, refused.text
 
 
 def test_deployment_run_trains_gates_and_registers_on_the_servers(stack, trained_run):
