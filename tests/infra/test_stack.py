@@ -6,6 +6,8 @@ Tests run in file order on one stack (module fixture); the last one is `tuneops 
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -137,12 +139,26 @@ def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(stack, tra
     screenshot(browser, "mlflow-champion")
 
 
-def test_down_stops_everything(stack):
+def test_down_stops_everything_even_a_running_flow(stack, tiny_model, company_csv):
+    from infra.stack import _children
+    from tests.conftest import tiny_config
+
+    slow = tiny_config(company_csv, tiny_model, "interrupted-by-down", training={"epochs": 500})
+    retrain = deployment(stack, "train_model/retrain")
+    run = httpx.post(f"{stack.api}/deployments/{retrain['id']}/create_flow_run",
+                     json={"parameters": {"config": slow.model_dump(mode="json")}}).json()
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{stack.api}/flow_runs/{run['id']}").json()["state"]["type"] != "RUNNING":
+        assert time.monotonic() < deadline, "the retrain run never started"
+        time.sleep(1)
     pids = stack.pids()
+    flow_processes = _children(pids["worker"])
+    assert flow_processes, "the worker should be running the flow in a child process"
     proc = stack.cli("down", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert [line.split()[0] for line in proc.stdout.splitlines()] == ["stopped"] * 3, proc.stdout
     assert not [name for name, pid in pids.items() if alive(pid)]
+    assert not [pid for pid in flow_processes if alive(pid)], "a flow run survived `down`"
     assert not list((stack.home / "stack").glob("*.pid"))
     for url in (stack.mlflow_url, stack.api):
         with pytest.raises(httpx.TransportError):
