@@ -327,6 +327,36 @@ def deploy(settings: StackSettings, env: dict[str, str]) -> str:
     return out
 
 
+def _start(settings: StackSettings, commands: dict[str, tuple[list[str], str, Callable[[], bool], int | None]],
+           env: dict[str, str], started: dict[str, int], say: Callable[[str], None]) -> None:
+    """Start the servers, wait for their health, set up the pool, start the worker and deploy."""
+    for service in ("mlflow", "prefect"):
+        argv, what, _, _ = commands[service]
+        pid = running_pid(settings, service)
+        if pid is None:
+            started[service] = _spawn(settings, service, argv, env)
+            say(f"starting {what} (pid {started[service]}, log: {settings.log_file(service)})")
+        else:
+            say(f"{what} already running (pid {pid})")
+    for service in ("mlflow", "prefect"):
+        _, what, check, _ = commands[service]
+        wait_until(settings, service, started.get(service) or running_pid(settings, service) or -1, check, what)
+    say("MLflow and Prefect servers are healthy")
+    _ensure_work_pool(settings, env, say)
+    argv, what, check, _ = commands["worker"]
+    pid = running_pid(settings, "worker")
+    if pid is None:
+        pid = started["worker"] = _spawn(settings, "worker", argv, env)
+        say(f"starting {what} (pid {pid}, log: {settings.log_file('worker')})")
+    else:
+        say(f"{what} already running (pid {pid})")
+    say(f"deploying {PREFECT_FILE.relative_to(ROOT)} ...")
+    out = deploy(settings, env)
+    count = out.count("successfully created")
+    wait_until(settings, "worker", pid, check, what)
+    say(f"{count} deployments applied; worker online")
+
+
 def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
     """Start what is not running, check health, deploy, print the URLs. Safe to run again."""
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -343,31 +373,14 @@ def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
                              f"another port: make up {service.upper()}_PORT=<port> (or TUNEOPS_"
                              f"{service.upper()}_PORT).")
     started: dict[str, int] = {}
-    for service in ("mlflow", "prefect"):
-        argv, what, _, _ = commands[service]
-        pid = running_pid(settings, service)
-        if pid is None:
-            started[service] = _spawn(settings, service, argv, env)
-            say(f"starting {what} (log: {settings.log_file(service)})")
-        else:
-            say(f"{what} already running (pid {pid})")
-    for service in ("mlflow", "prefect"):
-        _, what, check, _ = commands[service]
-        wait_until(settings, service, started.get(service) or running_pid(settings, service) or -1, check, what)
-    say("MLflow and Prefect servers are healthy")
-    _ensure_work_pool(settings, env, say)
-    argv, what, check, _ = commands["worker"]
-    pid = running_pid(settings, "worker")
-    if pid is None:
-        pid = _spawn(settings, "worker", argv, env)
-        say(f"starting {what} (log: {settings.log_file('worker')})")
-    else:
-        say(f"{what} already running (pid {pid})")
-    say(f"deploying {PREFECT_FILE.relative_to(ROOT)} ...")
-    out = deploy(settings, env)
-    count = out.count("successfully created")
-    wait_until(settings, "worker", pid, check, what)
-    say(f"{count} deployments applied; worker online")
+    try:
+        _start(settings, commands, env, started, say)
+    except (StackError, KeyboardInterrupt):
+        # Leave nothing half-started: stop what this call started, keep what was already running.
+        for service in SERVICES:
+            if service in started:
+                stop_service(settings, service)
+        raise
     say("")
     say(f"  Prefect UI   {settings.prefect_url}   (API {settings.prefect_api})")
     say(f"  MLflow UI    {settings.mlflow_url}")

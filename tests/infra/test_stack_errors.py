@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from infra import stack
 from tests.conftest import ROOT
-from tests.infra.conftest import free_port
+from tests.infra.conftest import alive, free_port
 
 
 def cli(home, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,3 +71,18 @@ def test_a_recycled_pid_is_never_taken_for_ours(tmp_path):
     assert stack.running_pid(settings, "worker") is None
     assert not settings.pid_file("worker").exists()
     assert stack.stop_service(settings, "worker") is False
+
+
+@pytest.mark.slow
+def test_a_server_that_cannot_start_fails_up_and_leaves_nothing_running(tmp_path):
+    """Prefect's state folder is unusable (a file where PREFECT_HOME should be): `up` names the server,
+    shows its log, exits 1, and stops the MLflow server it had started alongside."""
+    (tmp_path / "prefect").write_text("not a folder")
+    proc = cli(tmp_path, "up", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    message = proc.stderr.split("Last lines of")[0]
+    assert message.startswith("error: Prefect server on http://127.0.0.1:") and "exited while starting" in message
+    assert "Traceback" not in message
+    mlflow_pid = int(re.search(r"starting MLflow server on \S+ \(pid (\d+),", proc.stdout).group(1))
+    assert not alive(mlflow_pid), "the MLflow server this `up` started must be stopped"
+    assert not list((tmp_path / "stack").glob("*.pid"))
