@@ -43,3 +43,25 @@ ui-prefect: install
 
 clean:
 	rm -rf $(TUNEOPS_HOME)
+
+# ---- Local stack (infra/): Prefect server + process worker, MLflow server, every deployment of
+# infra/prefect.yaml. Ports/address: make up PREFECT_PORT=4300 MLFLOW_PORT=5300 (or the same names in the
+# environment); MLFLOW_ARTIFACTS=s3://bucket/prefix for an S3 artifact store. State, logs, pids: $(TUNEOPS_HOME)/stack.
+STACK_HOST       ?= 127.0.0.1
+PREFECT_PORT     ?= 4200
+MLFLOW_PORT      ?= 5000
+MLFLOW_ARTIFACTS ?=
+
+.PHONY: up down browser-deps
+
+up: install
+	$(BIN)/tuneops up --host $(STACK_HOST) --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT) \
+		$(if $(MLFLOW_ARTIFACTS),--mlflow-artifacts $(MLFLOW_ARTIFACTS))
+
+down: install
+	$(BIN)/tuneops down
+
+# The browser tests (tests/infra) drive Debian's chromium through chromedriver; CI (.ci/run, as root) installs them.
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }

@@ -124,6 +124,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from infra import stack
+
+    stack.up(stack.StackSettings.from_env(host=args.host, prefect_port=args.prefect_port,
+                                          mlflow_port=args.mlflow_port, mlflow_artifacts=args.mlflow_artifacts))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from infra import stack
+
+    stack.down(stack.StackSettings.from_env())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneops",
@@ -165,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rollback", cmd_rollback, "Make the 'previous' version champion again.")
     p.add_argument("name", help="registered model name")
     p.add_argument("--reason", default="rollback", help="why; recorded as an audit tag")
+
+    p = add("up", cmd_up, "Start the local stack (Prefect server + worker, MLflow server) and deploy the flows.")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1, or TUNEOPS_HOST)")
+    p.add_argument("--prefect-port", type=int, help="Prefect server port (default 4200, or TUNEOPS_PREFECT_PORT)")
+    p.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5000, or TUNEOPS_MLFLOW_PORT)")
+    p.add_argument("--mlflow-artifacts", help="artifact destination: a folder or s3://bucket/prefix (default "
+                   "$TUNEOPS_HOME/mlartifacts, or TUNEOPS_MLFLOW_ARTIFACTS)")
+    add("down", cmd_down, "Stop everything `tuneops up` started from this TUNEOPS_HOME.")
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Deployment support: the local stack (`make up` / `make down`) and the steps `prefect deploy` runs."""

@@ -1,0 +1,162 @@
+"""The real local stack (`tuneops up`, the code path of `make up`) on free loopback ports under a
+temporary TUNEOPS_HOME, a finished train_model deployment run on it, and headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, tiny_config
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path(os.environ.get("TUNEOPS_SCREENSHOTS", ROOT / "docs" / "img"))
+UI_MODEL_NAME = "banking77-tiny"
+RUN_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    home: Path
+    prefect_url: str
+    mlflow_url: str
+    env: dict[str, str]
+
+    @property
+    def api(self) -> str:
+        return f"{self.prefect_url}/api"
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tuneops.cli", *args], env=self.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def pids(self) -> dict[str, int]:
+        out = {}
+        for path in (self.home / "stack").glob("*.pid"):
+            out[path.stem] = json.loads(path.read_text())["pid"]
+        return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    """`tuneops up` on free ports; `tuneops down` afterwards, checked to leave no process behind."""
+    home = tmp_path_factory.mktemp("stack-home")
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = {**os.environ, "TUNEOPS_HOME": str(home)}
+    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PREFECT_HOME"):
+        env.pop(key, None)
+    s = Stack(home, f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}", env)
+    started: dict[str, int] = {}
+    try:
+        proc = s.cli("up", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port))
+        started = s.pids()
+        assert proc.returncode == 0, f"tuneops up failed:\n{proc.stdout}\n{proc.stderr}"
+        yield s
+    finally:
+        started.update(s.pids())
+        down = s.cli("down", timeout=120)
+        leftovers = {name: pid for name, pid in started.items() if alive(pid)}
+        assert down.returncode == 0 and not leftovers, f"tuneops down left {leftovers}: {down.stdout}{down.stderr}"
+
+
+def wait_for_run(api: str, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return run
+        time.sleep(1)
+    raise AssertionError(f"flow run {run_id} did not finish within {timeout} s (state {run['state']['type']})")
+
+
+@pytest.fixture(scope="module")
+def trained_run(stack, tiny_model, company_csv) -> dict:
+    """A train_model/manual run started the way the UI's Run button does (POST create_flow_run), with
+    the tiny config as its parameters, executed by the real process worker; returns the finished run."""
+    import httpx
+
+    deployment = httpx.get(f"{stack.api}/deployments/name/train_model/manual").json()
+    config = tiny_config(company_csv, tiny_model, UI_MODEL_NAME)
+    response = httpx.post(f"{stack.api}/deployments/{deployment['id']}/create_flow_run",
+                          json={"parameters": {"config": config.model_dump(mode="json")}})
+    assert response.status_code == 201, response.text
+    return wait_for_run(stack.api, response.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Debian Chromium through selenium. Missing browser = failure, not a skip (CI installs it)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: apt-get install -y chromium chromium-driver (.ci/run does)")
+    profile = tempfile.mkdtemp(prefix="tuneops-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1280,800", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def page_text(driver, *expected: str, timeout: float = 60) -> str:
+    """Wait until the rendered page's visible text contains every expected string; return the text."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = driver.find_element("tag name", "body").text
+        if all(e in text for e in expected):
+            return text
+        time.sleep(0.5)
+    missing = [e for e in expected if e not in text]
+    raise AssertionError(f"{driver.current_url} never showed {missing}; it shows:\n{text[:2000]}")
+
+
+def screenshot(driver, name: str, width: int = 1000) -> Path:
+    """Save a small PNG (scaled down, 256-colour palette) for the README."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    image = Image.open(BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+    image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+    path = SCREENSHOTS / f"{name}.png"
+    image.quantize(colors=256).save(path, optimize=True)
+    return path
