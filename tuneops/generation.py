@@ -209,8 +209,8 @@ class Generator:
 
     def encode(self, prompts: list[Prompt], responses: list[str]) -> list[dict[str, list]]:
         s = self.settings
-        return [encode_example(self.tokenizer, p, r, s.prompt_template, s.max_length) for p, r in zip(prompts, responses,
-                                                                                                     strict=True)]
+        pairs = zip(prompts, responses, strict=True)
+        return [encode_example(self.tokenizer, p, r, s.prompt_template, s.max_length) for p, r in pairs]
 
     def response_nll(self, prompts: list[Prompt], responses: list[str]) -> tuple[list[float], list[int]]:
         """Per-example summed NLL and token count of the responses (in input order)."""
