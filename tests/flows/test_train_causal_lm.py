@@ -86,8 +86,12 @@ def test_lora_is_gated_against_the_rescored_champion(full_then_lora):
     assert lora.registration.promoted == lora.decision.passed
     assert registry.alias_version("causal-intent", "challenger") == "2"
     assert registry.alias_version("causal-intent", "champion") == ("2" if lora.decision.passed else "1")
+    # Adapters on a random base barely move the (near-uniform) loss, but they do move the argmax: greedy
+    # answers on unseen prompts beat always answering the commonest intent.
     history = MlflowClient().get_metric_history(lora.run_id, "validation_loss")
-    assert history[-1].value < 0.8 * history[0].value  # the adapters learned (the base is random)
+    assert history[-1].value < history[0].value
+    test_path = MlflowClient().download_artifacts(lora.run_id, "splits/test.parquet")
+    assert lora.test_metrics["exact_match"] > majority_rate(test_path) + 0.2, lora.test_metrics
     assert MlflowClient().get_model_version("causal-intent", "2").tags["tuneops.method"] == "lora"
 
 
