@@ -8,6 +8,7 @@ slice:<column>) so the gate pairs the two models example by example, as it does 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +75,8 @@ def registered_generate(name: str, version: str) -> Generate:
     model = load_model(name, version)
 
     def generate(prompts: list) -> list[str]:
-        return model.predict(pd.DataFrame({"prompt": prompts}))["response"].astype(str).tolist()
+        texts = [p if isinstance(p, str) else json.dumps(p) for p in prompts]  # the signature takes text
+        return model.predict(pd.DataFrame({"prompt": texts}))["response"].astype(str).tolist()
 
     return generate
 

@@ -86,6 +86,21 @@ def parse_messages(value: Any) -> list[dict[str, str]]:
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
 
 
+def as_prompt(value: Any) -> Prompt:
+    """A serving input as a prompt: a list of messages, JSON text of one (how a table carries it), or plain text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[{") and text.endswith("}]"):
+            try:
+                return parse_messages(text)
+            except (ValueError, KeyError, TypeError):
+                return value
+        return value
+    if isinstance(value, dict):
+        return str(value)
+    return parse_messages(value)
+
+
 def render_prompt(tokenizer: Any, prompt: Prompt, template: str) -> str:
     """The text the model sees before its response: chat template if the tokenizer has one, else ``template``."""
     messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]

@@ -41,10 +41,12 @@ class TextGeneratorModel(mlflow.pyfunc.PythonModel):
         self.generator = Generator(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """One response per prompt; a prompt is text, or a conversation as JSON text ``[{"role", "content"}]``."""
+        from tuneops.generation import as_prompt
+
         if isinstance(model_input, pd.DataFrame):
             column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
             prompts = model_input[column].tolist()
         else:
             prompts = list(model_input)
-        prompts = [p if isinstance(p, list) else str(p) for p in prompts]
-        return pd.DataFrame({"response": self.generator.generate(prompts)})
+        return pd.DataFrame({"response": self.generator.generate([as_prompt(p) for p in prompts])})

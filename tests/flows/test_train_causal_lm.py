@@ -105,3 +105,29 @@ def test_prompt_tuning_exports_base_plus_adapter(prefect_server, tiny_causal_lm,
     out = mlflow.pyfunc.load_model("models:/causal-prompt-tuning/1").predict(
         pd.DataFrame({"prompt": ["Which intent: change my pin"]}))
     assert list(out.columns) == ["response"] and isinstance(out.response[0], str)
+
+
+def test_chat_messages_data_trains_and_the_champion_is_rescored(prefect_server, tiny_causal_lm, instruction_csv,
+                                                                tmp_path):
+    """A messages column (JSONL conversations) goes through validation, split, training, re-scoring and serving."""
+    import json
+
+    from flows.train_model import train_model
+
+    frame = pd.read_csv(instruction_csv)
+    path = tmp_path / "chats.jsonl"
+    chats = [[{"role": "system", "content": "Name the intent."}, {"role": "user", "content": p},
+              {"role": "assistant", "content": r}] for p, r in zip(frame.prompt, frame.response, strict=True)]
+    pd.DataFrame({"messages": chats}).to_json(path, orient="records", lines=True)
+    name = "causal-chat"
+    cfg = causal_config(str(path), tiny_causal_lm, name, data={"prompt_column": None, "response_column": None,
+                                                               "messages_column": "messages"},
+                        training={"epochs": 2})
+    first, second = train_model(config=cfg), train_model(config=cfg)
+    assert first.registration.version == "1" and second.decision.champion_version == "1"
+    run = MlflowClient().get_run(second.run_id).data
+    assert run.metrics["champion_test_rouge_l"] == pytest.approx(first.test_metrics["rouge_l"])
+    conversation = [{"role": "system", "content": "Name the intent."},
+                    {"role": "user", "content": "Which intent: change my pin"}]
+    out = mlflow.pyfunc.load_model(f"models:/{name}/2").predict(pd.DataFrame({"prompt": [json.dumps(conversation)]}))
+    assert list(out.columns) == ["response"] and len(out) == 1
