@@ -318,6 +318,9 @@ class TuneopsConfig(_Section):
         elif not d.messages_column and not (d.prompt_column and d.response_column):
             problems.append("model.task causal_lm needs data.prompt_column and data.response_column (or "
                             "data.messages_column)")
+        if d.select_labels is not None or d.max_rows_per_label is not None:
+            problems.append("data.select_labels / max_rows_per_label subset a classifier's labels; remove them "
+                            "with model.task causal_lm")
         # Defaults follow the family unless set explicitly.
         if "primary_metric" not in g.model_fields_set:
             g.__dict__["primary_metric"] = "rouge_l"

@@ -34,6 +34,7 @@ def test_causal_lm_problems_are_named():
     ({"data": DATA, "model": {"task": "causal_lm", "prompt_template": "no slot"}}, "must contain '{prompt}'"),
     ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"test": "mcnemar"}}, "mcnemar"),
     ({"data": DATA, "model": {"task": "generate"}}, "model.task"),
+    ({"data": {**DATA, "max_rows_per_label": 5}, "model": {"task": "causal_lm"}}, "subset a classifier's labels"),
 ])
 def test_causal_lm_contradictions_fail(raw, message):
     with pytest.raises(ConfigError, match=message):
