@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,26 @@ def compute_seconds(trained: TrainResult, challenger: Evaluation, champion: Cham
             "test": challenger.metrics["seconds"], "champion_rescore": rescoring}
 
 
+@dataclass(frozen=True)
+class TaskFamily:
+    """The four steps that differ between task families; the rest of the flow is shared."""
+
+    fine_tune: Callable
+    evaluate_challenger: Callable
+    score_champion: Callable
+    publish_report: Callable
+
+
+def task_family(config: TuneopsConfig) -> TaskFamily:
+    """Classification (text -> label) or causal_lm (prompt -> generated response), per ``model.task``."""
+    if config.model.task == "causal_lm":
+        from tasks.evaluate_generation import evaluate_generator, publish_generation_report, score_champion_generation
+        from tasks.finetune_causal import fine_tune_causal
+
+        return TaskFamily(fine_tune_causal, evaluate_generator, score_champion_generation, publish_generation_report)
+    return TaskFamily(fine_tune, evaluate_challenger, score_champion, publish_report)
+
+
 @task(name="record-config")
 def record_config(cfg: TuneopsConfig, run_id: str) -> None:
     """Log the resolved config as run params and the code version as a tag."""
@@ -65,13 +86,14 @@ def report_outcome(outcome: TrainOutcome) -> None:
 def judge_and_register(config: TuneopsConfig, data: pd.DataFrame, splits: SplitResult, trained: TrainResult,
                        work: Path, run_id: str) -> TrainOutcome:
     """Steps 5-7 for any candidate model: test evaluation, champion re-scoring, gate, report, registration."""
+    family, columns = task_family(config), config.split_data()
     test = splits.paths["test"]
-    challenger = evaluate_challenger(trained.model_dir, test, config, work / "evaluation", run_id)
-    champion = score_champion(trained.model_dir, test, splits.fingerprints["test"], config, work / "evaluation",
-                              run_id)
+    challenger = family.evaluate_challenger(trained.model_dir, test, config, work / "evaluation", run_id)
+    champion = family.score_champion(trained.model_dir, test, splits.fingerprints["test"], config,
+                                     work / "evaluation", run_id)
     decision = gate(challenger, champion, config.gate, run_id)
-    publish_report(config, challenger, decision.to_markdown(), run_id)
-    data_fingerprint = fingerprint(data, [config.data.text_column, config.data.label_column])
+    family.publish_report(config, challenger, decision.to_markdown(), run_id)
+    data_fingerprint = fingerprint(data, [columns.text_column, columns.label_column])
     registration = register_model(trained, config, data_fingerprint, splits, challenger.metrics, decision, run_id)
     return TrainOutcome(registration, decision, challenger.metrics, run_id,
                         compute_seconds(trained, challenger, champion))
@@ -84,21 +106,24 @@ def train_model(config: TuneopsConfig) -> TrainOutcome:
     1. load the dataset named in ``config.data``;
     2. validate it with Great Expectations (the flow stops here on bad data: nothing is trained);
     3. split it deterministically into train / validation / test;
-    4. fine-tune the base model with the configured method;
-    5. evaluate on the test split, and re-score the champion on the same split;
+    4. fine-tune the base model with the configured method (a classifier, or a causal LM per ``model.task``);
+    5. evaluate on the test split (generation: greedy, ROUGE-L / exact match / perplexity), and re-score the
+       champion on the same split;
     6. gate: floors, a confidence interval on the difference to the champion, per-class and per-slice
        non-regression, and no forgetting on the champion's own test split; publish the report;
     7. register the version as 'challenger'; move 'champion' if the gate passed.
     """
     from tasks.validation import validate_data
 
+    family = task_family(config)
+    columns = config.split_data()  # causal_lm: the prompt keys the split, the response is the target
     with tracking.run(config.registry.experiment, run_name=config.registry.model_name) as run_id:
         record_config(config, run_id)
         data = load_dataset(config.data)
         data = validate_data(data, config, run_id)
         work = settings.runs_dir() / run_id
-        splits = split_dataset(data, config.data, config.split, work / "splits", run_id)
-        trained = fine_tune(config, splits, work, run_id)
+        splits = split_dataset(data, columns, config.split, work / "splits", run_id)
+        trained = family.fine_tune(config, splits, work, run_id)
         outcome = judge_and_register(config, data, splits, trained, work, run_id)
     report_outcome(outcome)
     return outcome

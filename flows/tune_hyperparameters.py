@@ -112,6 +112,9 @@ def tune_hyperparameters(config: TuneopsConfig, output: str | None = None) -> Se
     """
     from tasks.validation import validate_data
 
+    if config.model.task != "classification":
+        raise ConfigError("tune_hyperparameters searches classifiers; for model.task causal_lm run train_model per "
+                          "configuration for now")
     if config.search is None:
         raise ConfigError("the config has no 'search' section; add search.space with the keys and values to try")
     combos = candidates(config.search)

@@ -10,6 +10,10 @@ Rules, in order (every one is recorded with its numbers, the first failures give
 4. forgetting: on the champion's own (previous) test split the challenger may lose at most
    max_regression on the primary metric.
 A first model (no champion) is gated on floors alone.
+
+Generated text (model.task: causal_lm) is gated the same way on per-example scores (columns
+``rouge_l``, ``exact_match`` in the predictions): the bootstrap resamples the per-example score
+differences, and slices compare the mean primary score; per-class checks do not apply.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from prefect import task
 
 from tasks.evaluate import ChampionScores, Evaluation
 from tasks.finetune import classification_metrics
-from tuneops.config import GateConfig
+from tuneops.config import GENERATION_METRICS, GateConfig
 
 
 @dataclass
@@ -52,18 +56,35 @@ def _metric(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> float:
     return classification_metrics(list(y_true), list(y_pred))[metric]
 
 
+def metrics_of(predictions: pd.DataFrame) -> dict[str, float]:
+    """Classification metrics from labels, or the mean of per-example generation scores where present."""
+    scores = [m for m in GENERATION_METRICS if m in predictions.columns]
+    if scores:
+        return {m: float(predictions[m].mean()) for m in scores}
+    return classification_metrics(predictions.y_true.tolist(), predictions.y_pred.tolist())
+
+
+def per_example(predictions: pd.DataFrame, metric: str) -> pd.Series:
+    """The per-example score a slice is judged by: the generation score, else correctness (accuracy)."""
+    return predictions[metric] if metric in GENERATION_METRICS else predictions.y_pred == predictions.y_true
+
+
 def paired_bootstrap(challenger: pd.DataFrame, champion: pd.DataFrame, metric: str, samples: int,
                      confidence: float, seed: int = 0) -> tuple[float, float, float]:
     """Observed difference (challenger - champion) and its percentile confidence interval."""
     y = challenger.y_true.to_numpy()
     a, b = challenger.y_pred.to_numpy(), champion.y_pred.to_numpy()
-    observed = _metric(y, a, metric) - _metric(y, b, metric)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(y), size=(samples, len(y)))
-    if metric == "accuracy":
+    if metric in GENERATION_METRICS:  # a mean of per-example scores: resample their paired differences
+        diff = challenger[metric].to_numpy(float) - champion[metric].to_numpy(float)
+        observed, deltas = float(diff.mean()), diff[idx].mean(axis=1)
+    elif metric == "accuracy":
+        observed = _metric(y, a, metric) - _metric(y, b, metric)
         diff = (a == y).astype(float) - (b == y).astype(float)
         deltas = diff[idx].mean(axis=1)
     else:
+        observed = _metric(y, a, metric) - _metric(y, b, metric)
         deltas = np.array([_metric(y[i], a[i], metric) - _metric(y[i], b[i], metric) for i in idx])
     tail = (1 - confidence) / 2
     low, high = np.quantile(deltas, [tail, 1 - tail])
@@ -101,11 +122,12 @@ def _compare(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig, 
 
 
 def slice_checks(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig) -> list[dict]:
-    """Accuracy per class and per slice value, challenger vs champion on the same rows."""
-    groups = {"class": challenger.y_true}
+    """Accuracy (generation: the primary score) per class and per slice value, on the same rows."""
+    generation = cfg.primary_metric in GENERATION_METRICS
+    groups = {} if generation else {"class": challenger.y_true}
     groups.update({c.removeprefix("slice:"): challenger[c] for c in challenger.columns if c.startswith("slice:")})
-    right_a = challenger.y_pred == challenger.y_true
-    right_b = champion.y_pred == champion.y_true
+    measure = cfg.primary_metric if generation else "accuracy"
+    right_a, right_b = per_example(challenger, measure), per_example(champion, measure)
     checks = []
     for kind, values in groups.items():
         table = pd.DataFrame({"key": values.to_numpy(), "a": right_a.to_numpy(), "b": right_b.to_numpy()})
@@ -113,7 +135,7 @@ def slice_checks(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConf
             drop = float(part.b.mean() - part.a.mean())
             gated = len(part) >= cfg.min_slice_rows
             if drop > 0:
-                checks.append({"check": f"slice {kind}={key}", "challenger": float(part.a.mean()),
+                checks.append({"check": f"slice {kind}={key}", "metric": measure, "challenger": float(part.a.mean()),
                                "champion": float(part.b.mean()), "drop": drop, "rows": len(part),
                                "bound": cfg.max_slice_drop, "gated": gated,
                                "passed": bool(drop <= cfg.max_slice_drop or not gated)})
@@ -124,7 +146,7 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
            champion_version: str | None = None,
            previous: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> GateDecision:
     """Apply the rules to per-example predictions (columns y_true, y_pred, optional slice:<col>)."""
-    metrics = classification_metrics(challenger.y_true.tolist(), challenger.y_pred.tolist())
+    metrics = metrics_of(challenger)
     checks: list[dict] = []
     for metric, floor in sorted(cfg.floors.items()):
         checks.append({"check": f"floor {metric}", "value": metrics[metric], "bound": floor,
@@ -135,8 +157,7 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
     if previous is not None:
         m = cfg.primary_metric
         chall_prev, champ_prev = previous
-        a = classification_metrics(chall_prev.y_true.tolist(), chall_prev.y_pred.tolist())[m]
-        b = classification_metrics(champ_prev.y_true.tolist(), champ_prev.y_pred.tolist())[m]
+        a, b = metrics_of(chall_prev)[m], metrics_of(champ_prev)[m]
         checks.append({"check": f"forgetting ({m} on the previous test split)", "challenger": a, "champion": b,
                        "delta": a - b, "bound": -cfg.max_regression, "rows": len(chall_prev),
                        "passed": a - b >= -cfg.max_regression})
@@ -165,7 +186,8 @@ def _explain(check: dict) -> str:
         return (f"{name}: difference {check['delta']:+.4f} (challenger alone right {check['only_challenger_right']}, "
                 f"champion alone right {check['only_champion_right']}, p={check['p_value']:.3g})")
     if name.startswith("slice"):
-        return (f"{name} accuracy drops {check['drop']:.4f} ({check['champion']:.3f} -> {check['challenger']:.3f}, "
+        return (f"{name} {check.get('metric', 'accuracy')} drops "
+                f"{check['drop']:.4f} ({check['champion']:.3f} -> {check['challenger']:.3f}, "
                 f"{check['rows']} rows) > {check['bound']:.4f}")
     return (f"{name}: {check['challenger']:.4f} vs champion {check['champion']:.4f}, "
             f"more than {-check['bound']:.4f} lower")

@@ -34,6 +34,7 @@ def provenance_tags(cfg: TuneopsConfig, data_fingerprint: str, splits: SplitResu
                     decision: GateDecision, code_version: str) -> dict[str, str]:
     """Tags that let every version say which data, code, config, base model, metrics and verdict."""
     tags = {
+        "tuneops.task": cfg.model.task,
         "tuneops.data.path": cfg.data.path,
         "tuneops.data.fingerprint": data_fingerprint,
         "tuneops.code_version": code_version,
@@ -93,14 +94,22 @@ def log_and_register(trained: TrainResult, cfg: TuneopsConfig, tags: dict[str, s
     name = cfg.registry.model_name
     version = registry.version_for_run(name, run_id)
     if version is None:
-        card = model_card(cfg, tags, splits, metrics, trained)
+        if cfg.model.task == "causal_lm":
+            from tasks.registry_causal import generator_card, generator_model
+
+            card = generator_card(cfg, tags, splits, metrics, trained)
+            python_model, example, output = generator_model()
+        else:
+            card = model_card(cfg, tags, splits, metrics, trained)
+            python_model = TextClassifierModel()
+            example = pd.DataFrame({"text": ["I still have not received my new card"]})
+            output = pd.DataFrame({"label": ["card_arrival"], "confidence": [0.9]})
         (Path(trained.model_dir) / "MODEL_CARD.md").write_text(card)
-        example = pd.DataFrame({"text": ["I still have not received my new card"]})
-        signature = infer_signature(example, pd.DataFrame({"label": ["card_arrival"], "confidence": [0.9]}))
+        signature = infer_signature(example, output)
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=TextClassifierModel(),
+                python_model=python_model,
                 artifacts={"model": trained.model_dir},
                 code_paths=[str(Path(tuneops.__file__).parent)],
                 signature=signature,

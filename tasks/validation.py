@@ -129,12 +129,13 @@ def _gx_suite(cfg: TuneopsConfig) -> list[tuple[str, str, Severity, Any]]:
     return suite
 
 
-def _run_gx(frame: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None) -> tuple[list[Check], str | None]:
-    """Run the suite as a GX checkpoint; build Data Docs into ``docs_dir`` when given."""
+def _run_gx(frame: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None,
+            named: list[tuple[str, str, Severity, Any]] | None = None) -> tuple[list[Check], str | None]:
+    """Run the suite (default: the classification contract) as a GX checkpoint; Data Docs into ``docs_dir``."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    named = _gx_suite(cfg)
+    named = named or _gx_suite(cfg)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch_definition = (context.data_sources.add_pandas("tuneops").add_dataframe_asset("dataset")
@@ -263,6 +264,10 @@ def _pandas_checks(frame: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
 
 def validate_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None = None) -> ValidationReport:
     """Run every check of the contract on a dataset (plain function; the task wraps it)."""
+    if cfg.model.task == "causal_lm":
+        from tasks.validation_causal import validate_causal_frame
+
+        return validate_causal_frame(df, cfg, docs_dir)
     d = cfg.data
     required = [c for c in (d.text_column, d.label_column, d.id_column, d.group_column, d.timestamp_column,
                             *cfg.gate.slice_columns) if c]
@@ -322,4 +327,8 @@ def validate_data(df: pd.DataFrame, cfg: TuneopsConfig, run_id: str) -> pd.DataF
                              description="Great Expectations checks on the training data")
     if not report.passed:
         raise DataError(report.summary())
+    if cfg.model.task == "causal_lm":
+        from tasks.validation_causal import prepare_causal
+
+        return prepare_causal(df, cfg)
     return redact(df, cfg) if cfg.validation.pii_policy == "redact" else df

@@ -132,3 +132,60 @@ def make_bucket(name: str) -> None:
     client = s3_client()
     if name not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
         client.create_bucket(Bucket=name)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tmp_path_factory) -> str:
+    """A 2-layer, 64-wide Llama-style causal LM with a byte-level BPE tokenizer trained here on BANKING77
+    texts and intent names (no chat template, so the configured prompt template is used); saved locally."""
+    import pandas as pd
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    df = pd.read_csv(ROOT / "data/banking77/train.csv")
+    corpus = df.text.tolist() + df.category.str.replace("_", " ").tolist() + ["### Instruction: Which intent"] * 50
+    bpe = Tokenizer(models.BPE(unk_token=None))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=1000, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, intermediate_size=128, max_position_embeddings=256,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def instruction_csv(tmp_path_factory) -> str:
+    """Instruction data from the four intents: 'Which intent: <query>' -> '<intent in words>'."""
+    import pandas as pd
+
+    df = pd.read_csv(ROOT / "data/banking77/train.csv")
+    df = df[df.category.isin(LABELS)].groupby("category").head(60)
+    frame = pd.DataFrame({"prompt": "Which intent: " + df.text, "response": df.category.str.replace("_", " ")})
+    path = tmp_path_factory.mktemp("data") / "instructions.csv"
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def causal_config(data_path: str, base: str, model_name: str, **sections):
+    """A causal_lm config that instruction-tunes the tiny Llama on the intent prompts in seconds."""
+    from tuneops.config import validate_config
+
+    raw = {
+        "data": {"path": data_path, "prompt_column": "prompt", "response_column": "response"},
+        "validation": {"min_rows_per_class": 1},
+        "model": {"base": base, "task": "causal_lm", "max_length": 48, "max_new_tokens": 6},
+        "training": {"method": "full", "epochs": 8, "learning_rate": 0.003, "batch_size": 16, "seed": 7,
+                     "warmup_ratio": 0.0},
+        "gate": {"max_regression": 0.05},
+        "registry": {"model_name": model_name, "experiment": "tests"},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return validate_config(raw)

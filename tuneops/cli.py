@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print("\n" + "=" * 72)
     print(f"model        {r.name} v{r.version}  ({r.model_uri})")
     print("test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
-                                      if k in ("accuracy", "macro_f1")))
+                                      if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "perplexity")))
     print(f"gate         {d.reason}")
     print(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
     print(f"mlflow run   {outcome.run_id}")

@@ -22,6 +22,8 @@ from tuneops.errors import ConfigError
 from tuneops.methods import METHODS
 
 METRICS = ("accuracy", "macro_f1")
+GENERATION_METRICS = ("rouge_l", "exact_match")  # per-example scores of model.task: causal_lm
+DEFAULT_TEMPLATE = "### Instruction:\n{prompt}\n### Response:\n"
 
 
 class _Section(BaseModel):
@@ -54,6 +56,13 @@ class DataConfig(_Section):
     max_rows_per_label: int | None = Field(
         None, ge=1, description="Cap on rows kept per label, chosen deterministically. Null keeps all."
     )
+    prompt_column: str | None = Field(
+        None, description="model.task causal_lm: column holding the instruction (the model's input).")
+    response_column: str | None = Field(
+        None, description="model.task causal_lm: column holding the reference response (what the model learns).")
+    messages_column: str | None = Field(
+        None, description="model.task causal_lm, instead of prompt/response: a column of chat conversations (lists "
+        "of {role, content}); the last assistant message is the response, the messages before it the prompt.")
 
 
 class ValidationSettings(_Section):
@@ -124,6 +133,21 @@ class ModelConfig(_Section):
         "a local folder saved with save_pretrained, or a hub id (needs a populated HF cache offline).",
     )
     max_length: int = Field(64, ge=8, le=8192, description="Token limit per text; longer texts are truncated.")
+    task: Literal["classification", "causal_lm"] = Field(
+        "classification", description="Task family: 'classification' (text -> label, a sequence classifier) or "
+        "'causal_lm' (instruction tuning: prompt -> generated response, a causal language model).")
+    prompt_template: str = Field(
+        DEFAULT_TEMPLATE, description="causal_lm: how a prompt is shown to the model when its tokenizer has no chat "
+        "template; must contain '{prompt}'. The response follows it, then the EOS token.")
+    max_new_tokens: int = Field(
+        32, ge=1, le=4096, description="causal_lm: most tokens generated per prompt (greedy) in evaluation and "
+        "serving.")
+
+    @model_validator(mode="after")
+    def _template(self) -> ModelConfig:
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain '{prompt}' where the instruction goes")
+        return self
 
 
 class DistributedSettings(_Section):
@@ -219,8 +243,9 @@ class GateConfig(_Section):
     challenger must hold its quality on the champion's own (previous) test split.
     """
 
-    primary_metric: Literal["accuracy", "macro_f1"] = Field(
-        "accuracy", description="Metric compared between challenger and champion."
+    primary_metric: Literal["accuracy", "macro_f1", "rouge_l", "exact_match"] = Field(
+        "accuracy", description="Metric compared between challenger and champion: accuracy or macro_f1 for "
+        "classification; rouge_l or exact_match for causal_lm (the default there is rouge_l)."
     )
     policy: Literal["non_inferiority", "superiority"] = Field(
         "non_inferiority", description="'non_inferiority': the CI's lower bound of (challenger - champion) must "
@@ -234,7 +259,8 @@ class GateConfig(_Section):
     bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples.")
     floors: dict[str, float] = Field(
         default_factory=lambda: {"accuracy": 0.0},
-        description="Absolute minimum per metric (accuracy, macro_f1), each in [0, 1].",
+        description="Absolute minimum per metric (accuracy, macro_f1; rouge_l, exact_match for causal_lm), each "
+        "in [0, 1].",
     )
     max_regression: float = Field(
         0.01, ge=0, le=1,
@@ -256,7 +282,8 @@ class GateConfig(_Section):
 
     @model_validator(mode="after")
     def _floors(self) -> GateConfig:
-        problems = [f"unknown metric '{k}' (known: {', '.join(METRICS)})" for k in self.floors if k not in METRICS]
+        known = METRICS + GENERATION_METRICS
+        problems = [f"unknown metric '{k}' (known: {', '.join(known)})" for k in self.floors if k not in known]
         problems += [f"floor for {k} is {v}; it must be within [0, 1]" for k, v in self.floors.items()
                      if not 0 <= v <= 1]
         if self.test == "mcnemar" and self.primary_metric != "accuracy":
@@ -324,6 +351,57 @@ class TuneopsConfig(_Section):
                     f"data.select_labels has labels outside validation.allowed_labels: {', '.join(outside)}"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _task_family(self) -> TuneopsConfig:
+        d, g = self.data, self.gate
+        columns = {"prompt_column": d.prompt_column, "response_column": d.response_column,
+                   "messages_column": d.messages_column}
+        if self.model.task == "classification":
+            given = [f"data.{k}" for k, v in columns.items() if v]
+            if given:
+                raise ValueError(f"{', '.join(given)} set but model.task is 'classification'; set model.task: "
+                                 "causal_lm or remove them")
+            return self
+        problems = []
+        if d.messages_column and (d.prompt_column or d.response_column):
+            problems.append("data.messages_column and data.prompt_column/response_column are alternatives; "
+                            "give one or the other")
+        elif not d.messages_column and not (d.prompt_column and d.response_column):
+            problems.append("model.task causal_lm needs data.prompt_column and data.response_column (or "
+                            "data.messages_column)")
+        if d.select_labels is not None or d.max_rows_per_label is not None:
+            problems.append("data.select_labels / max_rows_per_label subset a classifier's labels; remove them "
+                            "with model.task causal_lm")
+        # Defaults follow the family unless set explicitly.
+        if "primary_metric" not in g.model_fields_set:
+            g.__dict__["primary_metric"] = "rouge_l"
+        if "floors" not in g.model_fields_set:
+            g.__dict__["floors"] = {"rouge_l": 0.0}
+        if g.primary_metric not in GENERATION_METRICS:
+            problems.append(f"gate.primary_metric '{g.primary_metric}' is a classification metric; with model.task "
+                            f"causal_lm use one of {', '.join(GENERATION_METRICS)}")
+        if g.test == "mcnemar":
+            problems.append("gate.test 'mcnemar' needs per-example correctness of a classifier; use bootstrap with "
+                            "causal_lm")
+        wrong = sorted(k for k in g.floors if k not in GENERATION_METRICS)
+        if wrong:
+            problems.append(f"gate.floors {', '.join(wrong)} do not apply to causal_lm; use "
+                            f"{', '.join(GENERATION_METRICS)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def split_data(self) -> DataConfig:
+        """The data section as the split sees it: for causal_lm, the prompt keys a row, the response is its target.
+
+        With a messages column, the (JSON-serialised) conversation is both.
+        """
+        d = self.data
+        if self.model.task != "causal_lm":
+            return d
+        key = d.messages_column or d.prompt_column
+        return d.model_copy(update={"text_column": key, "label_column": d.messages_column or d.response_column})
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: two runs with the same hash were configured identically."""

@@ -27,3 +27,26 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
             texts = [str(t) for t in model_input]
         out = self.classifier.predict(texts)
         return pd.DataFrame({"label": out.labels, "confidence": out.confidences})
+
+
+class TextGeneratorModel(mlflow.pyfunc.PythonModel):
+    """A registered causal LM (model.task: causal_lm): a ``prompt`` column in, a ``response`` column out.
+
+    It wraps :class:`tuneops.generation.Generator`, so serving renders and generates exactly as evaluation did.
+    """
+
+    def load_context(self, context: Any) -> None:
+        from tuneops.generation import Generator
+
+        self.generator = Generator(context.artifacts["model"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """One response per prompt; a prompt is text, or a conversation as JSON text ``[{"role", "content"}]``."""
+        from tuneops.generation import as_prompt
+
+        if isinstance(model_input, pd.DataFrame):
+            column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+            prompts = model_input[column].tolist()
+        else:
+            prompts = list(model_input)
+        return pd.DataFrame({"response": self.generator.generate([as_prompt(p) for p in prompts])})

@@ -1,0 +1,133 @@
+"""The train_model flow for the causal_lm family on a real temporary Prefect server and SQLite MLflow store.
+
+A tiny Llama-style model (random weights, a BPE tokenizer trained locally) is instruction-tuned to answer
+'Which intent: <query>' with the intent in words. That is learnable in seconds, so the tests can ask
+for real learning: exact match on held-out prompts well above always answering the most common intent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import causal_config
+from tuneops import registry
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def majority_rate(test_path: str) -> float:
+    return float(pd.read_parquet(test_path).response.value_counts(normalize=True).iloc[0])
+
+
+@pytest.fixture(scope="module")
+def full_then_lora(prefect_server, tiny_causal_lm, instruction_csv):
+    """Full fine-tuning registers the first champion; a LoRA run is then gated against it."""
+    from flows.train_model import train_model
+
+    full = train_model(config=causal_config(instruction_csv, tiny_causal_lm, "causal-intent"))
+    lora = train_model(config=causal_config(
+        instruction_csv, tiny_causal_lm, "causal-intent",
+        training={"method": "lora", "learning_rate": 0.01,
+                  "lora": {"r": 8, "alpha": 16, "target_modules": LLAMA_LINEAR}},
+        gate={"primary_metric": "exact_match", "floors": {"exact_match": 0.0}}))
+    return full, lora
+
+
+def test_full_fine_tuning_learns_and_registers_a_generator(full_then_lora):
+    full, _ = full_then_lora
+    assert full.registration.version == "1" and full.decision.passed
+    run = MlflowClient().get_run(full.run_id)
+    test_path = MlflowClient().download_artifacts(full.run_id, "splits/test.parquet")
+    # Learned something real: exact match on unseen prompts far above always answering the commonest intent.
+    assert full.test_metrics["exact_match"] > majority_rate(test_path) + 0.3, full.test_metrics
+    assert full.test_metrics["rouge_l"] >= full.test_metrics["exact_match"]
+    assert 1.0 < full.test_metrics["perplexity"] < 2.0  # from a vocabulary of ~1,000: the responses were learned
+    history = MlflowClient().get_metric_history(full.run_id, "validation_loss")
+    assert history[-1].value < 0.5 * history[0].value  # validation loss on responses dropped by more than half
+    mv = MlflowClient().get_model_version("causal-intent", "1")
+    assert mv.tags["tuneops.task"] == "causal_lm" and mv.tags["tuneops.method"] == "full"
+    assert mv.tags["tuneops.metric.test_rouge_l"] == f"{full.test_metrics['rouge_l']:.6f}"
+    assert mv.description.startswith("# Model card: causal-intent") and "ROUGE-L" in mv.description
+    assert run.data.params["model.task"] == "causal_lm"
+    report = Path(MlflowClient().download_artifacts(full.run_id, "evaluation/report.md")).read_text()
+    assert "ROUGE-L" in report and "## Gate: PASSED" in report and "floor rouge_l" in report
+    scores = pd.read_parquet(MlflowClient().download_artifacts(full.run_id, "evaluation/challenger_test.parquet"))
+    assert {"y_true", "y_pred", "exact_match", "rouge_l", "nll", "tokens"} <= set(scores.columns)
+    assert scores.exact_match.mean() == pytest.approx(full.test_metrics["exact_match"])
+
+
+def test_registered_generator_answers_prompts(full_then_lora):
+    model = mlflow.pyfunc.load_model("models:/causal-intent/1")
+    assert model.metadata.get_input_schema().input_names() == ["prompt"]
+    prompts = ["Which intent: How do I change my PIN?", "Which intent: what exchange rate do you use?",
+               "Which intent: my card still has not arrived"]
+    out = model.predict(pd.DataFrame({"prompt": prompts}))
+    assert list(out.columns) == ["response"] and len(out) == 3
+    answers = {"activate my card", "card arrival", "change pin", "exchange rate"}
+    assert sum(r in answers for r in out.response) >= 2, out.response.tolist()
+
+
+def test_lora_is_gated_against_the_rescored_champion(full_then_lora):
+    full, lora = full_then_lora
+    assert lora.registration.version == "2" and lora.decision.champion_version == "1"
+    run = MlflowClient().get_run(lora.run_id).data
+    # The champion was re-scored through its registered pyfunc on the same test split: same generations.
+    assert run.metrics["champion_test_exact_match"] == pytest.approx(full.test_metrics["exact_match"])
+    vs = next(c for c in lora.decision.checks if c["check"].startswith("vs champion"))
+    assert "exact_match, paired bootstrap" in vs["check"]
+    assert vs["delta"] == pytest.approx(lora.test_metrics["exact_match"] - full.test_metrics["exact_match"])
+    assert vs["ci_low"] <= vs["delta"] <= vs["ci_high"]
+    assert lora.registration.promoted == lora.decision.passed
+    assert registry.alias_version("causal-intent", "challenger") == "2"
+    assert registry.alias_version("causal-intent", "champion") == ("2" if lora.decision.passed else "1")
+    # Adapters on a random base barely move the (near-uniform) loss, but they do move the argmax: greedy
+    # answers on unseen prompts beat always answering the commonest intent.
+    history = MlflowClient().get_metric_history(lora.run_id, "validation_loss")
+    assert history[-1].value < history[0].value
+    test_path = MlflowClient().download_artifacts(lora.run_id, "splits/test.parquet")
+    assert lora.test_metrics["exact_match"] > majority_rate(test_path) + 0.2, lora.test_metrics
+    assert MlflowClient().get_model_version("causal-intent", "2").tags["tuneops.method"] == "lora"
+
+
+def test_prompt_tuning_exports_base_plus_adapter(prefect_server, tiny_causal_lm, instruction_csv):
+    from flows.train_model import train_model
+
+    outcome = train_model(config=causal_config(
+        instruction_csv, tiny_causal_lm, "causal-prompt-tuning",
+        training={"method": "prompt", "epochs": 2, "learning_rate": 0.03, "prompt": {"num_virtual_tokens": 4}}))
+    assert outcome.registration.version == "1"
+    out = mlflow.pyfunc.load_model("models:/causal-prompt-tuning/1").predict(
+        pd.DataFrame({"prompt": ["Which intent: change my pin"]}))
+    assert list(out.columns) == ["response"] and isinstance(out.response[0], str)
+
+
+def test_chat_messages_data_trains_and_the_champion_is_rescored(prefect_server, tiny_causal_lm, instruction_csv,
+                                                                tmp_path):
+    """A messages column (JSONL conversations) goes through validation, split, training, re-scoring and serving."""
+    import json
+
+    from flows.train_model import train_model
+
+    frame = pd.read_csv(instruction_csv)
+    path = tmp_path / "chats.jsonl"
+    chats = [[{"role": "system", "content": "Name the intent."}, {"role": "user", "content": p},
+              {"role": "assistant", "content": r}] for p, r in zip(frame.prompt, frame.response, strict=True)]
+    pd.DataFrame({"messages": chats}).to_json(path, orient="records", lines=True)
+    name = "causal-chat"
+    cfg = causal_config(str(path), tiny_causal_lm, name, data={"prompt_column": None, "response_column": None,
+                                                               "messages_column": "messages"},
+                        training={"epochs": 2})
+    first, second = train_model(config=cfg), train_model(config=cfg)
+    assert first.registration.version == "1" and second.decision.champion_version == "1"
+    run = MlflowClient().get_run(second.run_id).data
+    assert run.metrics["champion_test_rouge_l"] == pytest.approx(first.test_metrics["rouge_l"])
+    conversation = [{"role": "system", "content": "Name the intent."},
+                    {"role": "user", "content": "Which intent: change my pin"}]
+    out = mlflow.pyfunc.load_model(f"models:/{name}/2").predict(pd.DataFrame({"prompt": [json.dumps(conversation)]}))
+    assert list(out.columns) == ["response"] and len(out) == 1

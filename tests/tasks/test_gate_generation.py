@@ -1,0 +1,67 @@
+"""The gate on generated text: floors, paired bootstrap on per-example ROUGE-L / exact match, slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from tasks.gate import decide, paired_bootstrap
+from tuneops.config import GateConfig
+from tuneops.generation import exact_match, rouge_l
+
+
+def predictions(references: list[str], generated: list[str], channel: list[str] | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame({"y_true": references, "y_pred": generated,
+                          "exact_match": [exact_match(g, r) for g, r in zip(generated, references, strict=True)],
+                          "rouge_l": [rouge_l(g, r) for g, r in zip(generated, references, strict=True)]})
+    if channel is not None:
+        frame["slice:channel"] = channel
+    return frame
+
+
+REFS = ["card arrival", "change pin", "exchange rate", "activate my card"] * 30
+
+
+def test_bootstrap_difference_is_the_mean_per_example_rouge_difference():
+    rng = np.random.default_rng(1)
+    champ = predictions(REFS, [r if rng.random() < 0.5 else "card" for r in REFS])
+    chall = predictions(REFS, [r if rng.random() < 0.8 else "card" for r in REFS])
+    delta, low, high = paired_bootstrap(chall, champ, "rouge_l", 1000, 0.95)
+    assert delta == pytest_approx(chall.rouge_l.mean() - champ.rouge_l.mean())
+    assert low < delta < high and low > 0  # clearly better on 120 paired prompts
+
+
+def pytest_approx(x: float):
+    import pytest
+
+    return pytest.approx(x)
+
+
+def test_generation_gate_passes_a_better_model_and_fails_a_worse_one():
+    cfg = GateConfig(primary_metric="rouge_l", floors={"rouge_l": 0.3, "exact_match": 0.2}, max_regression=0.02)
+    good = predictions(REFS, REFS[:100] + ["card"] * 20)
+    bad = predictions(REFS, ["card"] * 120)
+    first = decide(good, cfg)
+    assert first.passed and first.reason == "passed: first model, all floors met"
+    floors = {c["check"]: c["value"] for c in first.checks}
+    assert floors["floor rouge_l"] == pytest_approx(good.rouge_l.mean())
+    assert floors["floor exact_match"] == pytest_approx(100 / 120)
+
+    worse = decide(bad, cfg, champion=good, champion_version="1")
+    assert not worse.passed
+    assert "rouge_l" in worse.reason and "below the floor" in worse.reason and "vs champion v1" in worse.reason
+    better = decide(good, cfg, champion=bad, champion_version="1")
+    assert better.passed and better.reason.startswith("passed: rouge_l +")
+    assert not any(c["check"].startswith("slice class=") for c in better.checks)  # no per-class checks on text
+
+
+def test_generation_gate_catches_a_slice_regression():
+    cfg = GateConfig(primary_metric="exact_match", floors={"exact_match": 0.0}, max_regression=0.5,
+                     max_slice_drop=0.2, min_slice_rows=10)
+    channel = ["app"] * 60 + ["web"] * 60
+    champion = predictions(REFS, REFS, channel)
+    challenger = predictions(REFS, REFS[:60] + ["card"] * 60, channel)  # web answers all wrong
+    decision = decide(challenger, cfg, champion=champion, champion_version="3")
+    assert not decision.passed
+    assert "slice channel=web exact_match drops 1.0000" in decision.reason
+    assert "channel=app" not in decision.reason

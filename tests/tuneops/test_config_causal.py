@@ -1,0 +1,47 @@
+"""The causal_lm task family in the config: required columns, family-specific gate metrics, defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuneops.config import validate_config
+from tuneops.errors import ConfigError
+
+DATA = {"path": "x.csv", "prompt_column": "prompt", "response_column": "response"}
+
+
+def test_causal_lm_defaults_gate_to_generation_metrics():
+    cfg = validate_config({"data": DATA, "model": {"task": "causal_lm"}})
+    assert cfg.gate.primary_metric == "rouge_l" and cfg.gate.floors == {"rouge_l": 0.0}
+    assert cfg.split_data().text_column == "prompt" and cfg.split_data().label_column == "response"
+    assert "{prompt}" in cfg.model.prompt_template
+    assert validate_config({"data": {"path": "x.csv"}}).gate.primary_metric == "accuracy"  # classification unchanged
+
+
+def test_causal_lm_problems_are_named():
+    with pytest.raises(ConfigError) as err:
+        validate_config({"data": {"path": "x.csv", "prompt_column": "p"}, "model": {"task": "causal_lm"},
+                         "gate": {"primary_metric": "accuracy", "floors": {"macro_f1": 0.5}}})
+    msg = str(err.value)
+    assert "needs data.prompt_column and data.response_column" in msg
+    assert "gate.primary_metric 'accuracy' is a classification metric" in msg
+    assert "gate.floors macro_f1 do not apply to causal_lm" in msg
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"data": {**DATA, "messages_column": "m"}, "model": {"task": "causal_lm"}}, "are alternatives"),
+    ({"data": DATA}, "set but model.task is 'classification'"),
+    ({"data": DATA, "model": {"task": "causal_lm", "prompt_template": "no slot"}}, "must contain '{prompt}'"),
+    ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"test": "mcnemar"}}, "mcnemar"),
+    ({"data": DATA, "model": {"task": "generate"}}, "model.task"),
+    ({"data": {**DATA, "max_rows_per_label": 5}, "model": {"task": "causal_lm"}}, "subset a classifier's labels"),
+])
+def test_causal_lm_contradictions_fail(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(raw)
+
+
+def test_generation_floors_and_exact_match_primary_are_accepted():
+    cfg = validate_config({"data": DATA, "model": {"task": "causal_lm"},
+                           "gate": {"primary_metric": "exact_match", "floors": {"exact_match": 0.3, "rouge_l": 0.4}}})
+    assert cfg.gate.primary_metric == "exact_match" and cfg.gate.floors["rouge_l"] == 0.4
