@@ -20,19 +20,31 @@ def _distributed_config(company_csv: str, tiny_model: str, name: str, **distribu
                                  "distributed": distributed})
 
 
+def _run_logs(flow_run_id) -> str:
+    """Every log line the flow run (and its tasks) sent to the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+    return "\n".join(log.message for log in logs)
+
+
 @pytest.mark.parametrize("launcher,extra", [
     ("torchrun", {}),
     ("deepspeed", {"deepspeed_config": str(ROOT / "configs/deepspeed/zero2.json")}),
 ])
 def test_two_process_training_registers_a_model_that_predicts(launcher, extra, prefect_server, tiny_model,
-                                                               company_csv, capfd):
+                                                               company_csv):
     from flows.train_model import train_model
 
     name = f"distributed-{launcher}"
-    outcome = train_model(config=_distributed_config(company_csv, tiny_model, name, launcher=launcher,
-                                                     processes=2, **extra))
-    logs = capfd.readouterr()
-    text = logs.out + logs.err
+    state = train_model(config=_distributed_config(company_csv, tiny_model, name, launcher=launcher,
+                                                   processes=2, **extra), return_state=True)
+    outcome = state.result()
+    text = _run_logs(state.state_details.flow_run_id)
     assert "launching 2" in text
     assert "rank0" in text and "rank1" in text, "both workers' logs are streamed into the run"
     if launcher == "deepspeed":
