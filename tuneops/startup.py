@@ -45,6 +45,17 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when its parent dies, even by SIGKILL (no orphaned server)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux/glibc: the atexit handler still stops it on a normal exit
+
+
 def launch_local_prefect_server() -> tuple[subprocess.Popen, str]:
     """Start Prefect's API (no UI) on a free loopback port; return the process and its API URL."""
     spec = importlib.util.find_spec("prefect")
@@ -55,7 +66,7 @@ def launch_local_prefect_server() -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent), "--factory",
          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "error", "--lifespan", "on"],
-        env=env, stdin=subprocess.DEVNULL)
+        env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     atexit.register(_stop, process)
     return process, f"http://127.0.0.1:{port}/api"
 
