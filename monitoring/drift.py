@@ -4,7 +4,8 @@
 `tuneops monitor` command and the ``monitor_production`` flow share. Both frames carry ``text``,
 ``label`` (predicted) and ``confidence``; signals are:
 
-- ``text``: Evidently's domain classifier on the raw text (ROC AUC, ``abs_text_content_drift``);
+- ``text``: Evidently's domain classifier on the raw text (ROC AUC, ``abs_text_content_drift``); for
+  AUC signals the threshold is raised to the chance level of small samples (:func:`auc_noise_floor`);
 - ``length``, ``word_count``, ``non_letter_share``, ``unknown_token_share``: descriptors
   (:mod:`monitoring.signals`) compared with the normed Wasserstein distance;
 - ``prediction``: predicted-label distribution, Jensen-Shannon distance;
@@ -28,12 +29,16 @@ from tuneops.errors import DataError
 
 REQUIRED = ("text", "label", "confidence")
 # signal -> (column compared, Evidently method)
-METHODS: dict[str, tuple[str, str]] = {
+TEXT_METHODS: dict[str, tuple[str, str]] = {
     "text": ("text", "abs_text_content_drift"),
     **{d: (d, "wasserstein") for d in DESCRIPTORS},
+}
+PREDICTION_METHODS: dict[str, tuple[str, str]] = {
     "prediction": ("label", "jensenshannon"),
     "confidence": ("confidence", "wasserstein"),
 }
+AUC_SIGNALS = ("text", "embedding")
+Z_NULL = 3.09  # one-sided 99.9% quantile of the normal distribution
 
 
 @dataclass
@@ -69,8 +74,8 @@ class DriftResult:
                 "report": self.report, "current_rows": self.current_rows, "reference_rows": self.reference_rows}
 
 
-def check_columns(frame: pd.DataFrame, source: str) -> None:
-    missing = [c for c in REQUIRED if c not in frame.columns]
+def check_columns(frame: pd.DataFrame, source: str, required: tuple[str, ...] = REQUIRED) -> None:
+    missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataError(f"{source} lacks column(s) {', '.join(missing)} (has {list(frame.columns)}); monitoring "
                         "reads the prediction log written by score_batch / `tuneops predict` (text, label, "
@@ -78,9 +83,11 @@ def check_columns(frame: pd.DataFrame, source: str) -> None:
 
 
 def _prepare(frame: pd.DataFrame, tokenizer_base: str) -> pd.DataFrame:
-    out = pd.DataFrame({"text": frame["text"].fillna("").astype(str).to_numpy(),
-                        "label": frame["label"].astype(str).to_numpy(),
-                        "confidence": pd.to_numeric(frame["confidence"], errors="coerce").to_numpy()})
+    out = pd.DataFrame({"text": frame["text"].fillna("").astype(str).to_numpy()})
+    if "label" in frame.columns:
+        out["label"] = frame["label"].astype(str).to_numpy()
+    if "confidence" in frame.columns:
+        out["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce").to_numpy()
     return pd.concat([out, describe(out["text"], tokenizer_base)], axis=1)
 
 
@@ -99,15 +106,46 @@ def _value(snapshot_dict: dict[str, Any], index: int) -> float:
     return float(value if not isinstance(value, dict) else next(iter(value.values())))
 
 
-def check_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringConfig, tokenizer_base: str,
-                report_file: str | Path | None = None) -> DriftResult:
-    """Compare ``current`` production rows with the ``reference`` rows on every signal; save the HTML report."""
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from evidently import DataDefinition, Dataset, Report
+def auc_noise_floor(n_reference: int, n_current: int) -> float:
+    """The AUC a domain classifier reaches by chance 0.1% of the time on a 50% test half of this many rows.
+
+    Under no drift the AUC on the test half is a Mann-Whitney statistic with variance
+    (n1 + n2 + 1) / (12 n1 n2); a configured AUC threshold below this floor would alarm on noise
+    for small windows, so the effective threshold is the larger of the two.
+    """
+    n1, n2 = max(n_reference // 2, 1), max(n_current // 2, 1)
+    return 0.5 + Z_NULL * ((n1 + n2 + 1) / (12 * n1 * n2)) ** 0.5
+
+
+def _run_report(metrics: dict[str, tuple[str, str]], thresholds: dict[str, float], reference: pd.DataFrame,
+                current: pd.DataFrame, definition: Any) -> tuple[Any, dict[str, float]]:
+    from evidently import Dataset, Report
     from evidently.metrics import ValueDrift
+
+    snap = Report([ValueDrift(column=col, method=method, threshold=thresholds[name])
+                   for name, (col, method) in metrics.items()]).run(
+        Dataset.from_pandas(current, data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition))
+    values = snap.dict()
+    return snap, {name: _value(values, i) for i, name in enumerate(metrics)}
+
+
+def check_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringConfig, tokenizer_base: str,
+                report_file: str | Path | None = None, prediction_reference: pd.DataFrame | None = None
+                ) -> DriftResult:
+    """Compare ``current`` production rows with the reference on every signal; save the HTML report.
+
+    ``reference`` supplies the texts (training data); ``prediction_reference`` (default: ``reference``)
+    supplies predicted labels and confidences, which should come from rows the model did not train on,
+    since a model is more confident on its own training rows than on any new traffic.
+    """
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from evidently import DataDefinition
     from evidently.metrics.embeddings import ModelDriftMethod
 
-    check_columns(reference, "reference data")
+    pred_ref = reference if prediction_reference is None else prediction_reference
+    check_columns(reference, "reference data", ("text",))
+    check_columns(pred_ref, "prediction reference", ("label", "confidence"))
     check_columns(current, "prediction log")
     if len(current) < cfg.min_rows:
         raise DataError(f"the window holds {len(current)} predictions, fewer than monitoring.min_rows "
@@ -117,16 +155,20 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringC
     ref, cur = _prepare(reference, tokenizer_base), _prepare(current, tokenizer_base)
     seconds["descriptors"] = time.perf_counter() - t0
     thresholds = cfg.thresholds.model_dump()
-    definition = DataDefinition(text_columns=["text"], categorical_columns=["label"],
-                                numerical_columns=["confidence", *DESCRIPTORS])
-    metrics: list[Any] = [ValueDrift(column=col, method=method, threshold=thresholds[name])
-                          for name, (col, method) in METHODS.items()]
-    names = list(METHODS)
     t0 = time.perf_counter()
-    snap = Report(metrics).run(Dataset.from_pandas(cur, data_definition=definition),
-                               Dataset.from_pandas(ref, data_definition=definition))
-    seconds["report"] = time.perf_counter() - t0
-    scores = {name: _value(snap.dict(), i) for i, name in enumerate(names)}
+    text_snap, scores = _run_report(TEXT_METHODS, thresholds, ref, cur, DataDefinition(
+        text_columns=["text"], numerical_columns=list(DESCRIPTORS)))
+    seconds["text_report"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = pd.DataFrame({"label": pred_ref["label"].astype(str).to_numpy(),
+                         "confidence": pd.to_numeric(pred_ref["confidence"], errors="coerce").to_numpy()})
+    pred_snap, pred_scores = _run_report(PREDICTION_METHODS, thresholds, pred, cur[["label", "confidence"]],
+                                         DataDefinition(categorical_columns=["label"],
+                                                        numerical_columns=["confidence"]))
+    scores |= pred_scores
+    seconds["prediction_report"] = time.perf_counter() - t0
+    effective = dict(thresholds)
+    effective["text"] = max(thresholds["text"], auc_noise_floor(len(ref), len(cur)))
     if cfg.embedding_sample:
         t0 = time.perf_counter()
         ref_e, cur_e = _embedding_frames(ref, cur, cfg)
@@ -135,12 +177,14 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringC
         # Evidently's classifier method itself: its Report wrapper spends about a minute rendering
         # 384 embedding columns, the method takes a fraction of a second.
         scores["embedding"] = float(ModelDriftMethod(threshold=cfg.thresholds.embedding)(cur_e, ref_e)[0])
+        effective["embedding"] = max(thresholds["embedding"], auc_noise_floor(len(ref_e), len(cur_e)))
         seconds["embedding_drift"] = time.perf_counter() - t0
-    signals = {k: Signal(round(v, 6), thresholds[k], bool(v > thresholds[k])) for k, v in scores.items()}
+    signals = {k: Signal(round(v, 6), round(effective[k], 6), bool(v > effective[k])) for k, v in scores.items()}
     result = DriftResult(signals, len(cur), len(ref), seconds=seconds)
     if report_file is not None:
         t0 = time.perf_counter()
-        result.report = str(save_html(snap, result, Path(report_file)))
+        result.report = str(save_html(text_snap, result, Path(report_file)))
+        pred_snap.save_html(str(Path(report_file).with_name(f"{Path(report_file).stem}-predictions.html")))
         seconds["html"] = time.perf_counter() - t0
     return result
 

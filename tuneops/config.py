@@ -239,14 +239,14 @@ class DriftThresholds(_Section):
     """
 
     text: float = Field(0.55, gt=0.5, le=1, description="Text drift: ROC AUC of Evidently's domain classifier.")
-    length: float = Field(0.1, gt=0, description="Text length in characters: normed Wasserstein distance.")
-    word_count: float = Field(0.1, gt=0, description="Words per text: normed Wasserstein distance.")
+    length: float = Field(0.2, gt=0, description="Text length in characters: normed Wasserstein distance.")
+    word_count: float = Field(0.2, gt=0, description="Words per text: normed Wasserstein distance.")
     non_letter_share: float = Field(
-        0.1, gt=0, description="Share of characters that are not letters or spaces: normed Wasserstein distance.")
+        0.2, gt=0, description="Share of characters that are not letters or spaces: normed Wasserstein distance.")
     unknown_token_share: float = Field(
-        0.1, gt=0, description="Share of [UNK] tokens under the model's tokenizer: normed Wasserstein distance.")
+        0.2, gt=0, description="Share of [UNK] tokens under the model's tokenizer: normed Wasserstein distance.")
     prediction: float = Field(0.2, gt=0, le=1, description="Predicted label distribution: Jensen-Shannon distance.")
-    confidence: float = Field(0.1, gt=0, description="Prediction confidence: normed Wasserstein distance.")
+    confidence: float = Field(0.2, gt=0, description="Prediction confidence: normed Wasserstein distance.")
     embedding: float = Field(
         0.55, gt=0.5, le=1, description="Sentence-embedding drift: ROC AUC of a classifier on MiniLM embeddings.")
 
