@@ -3,9 +3,11 @@
 1. :func:`read_window` reads the production prediction log (file, folder or ``s3://`` prefix) and
    keeps the rows of a time window, listing only the ``date=YYYY-MM-DD`` partitions it needs;
 2. :func:`resolve_reference` follows registry lineage: the champion version's run holds the resolved
-   training config (``config/resolved_config.json``) and the version's ``tuneops.data.path`` tag names
-   the training data; a seeded sample of it is scored once by the champion (so predicted labels and
-   confidences are compared like with like) and cached per version;
+   training config (``config/resolved_config.json``) and its split files, and the version's
+   ``tuneops.data.path`` tag names the training data. A seeded sample of that data is the text
+   reference; the held-out (validation + test) rows, scored once by the champion, are the reference
+   for predicted labels and confidences (a model is over-confident on its own training rows). Both
+   are cached per version;
 3. :func:`run_check` runs :func:`monitoring.drift.check_drift` and writes the HTML report.
 """
 
@@ -57,6 +59,7 @@ class Reference:
     run_id: str
     config: TuneopsConfig
     frame: pd.DataFrame
+    predictions: pd.DataFrame
 
 
 def _in_partition_range(source: Source, window: Window) -> bool:
@@ -122,16 +125,38 @@ def resolve_reference(cfg: TuneopsConfig) -> Reference:
 
     name, mon = cfg.registry.model_name, cfg.monitoring
     version, data_path, run_id, train_cfg = champion_lineage(name)
-    cache = settings.home() / "monitoring" / f"reference-{name}-v{version}-{mon.reference_rows}-{mon.seed}.parquet"
-    if cache.is_file():
-        return Reference(name, version, data_path, run_id, train_cfg, pd.read_parquet(cache))
+    cache = settings.home() / "monitoring" / f"reference-{name}-v{version}-{mon.reference_rows}-{mon.seed}"
+    if (cache / "predictions.parquet").is_file():
+        return Reference(name, version, data_path, run_id, train_cfg, pd.read_parquet(cache / "texts.parquet"),
+                         pd.read_parquet(cache / "predictions.parquet"))
+    text_col = train_cfg.data.text_column
     data = select_subset(read_dataset(data_path), train_cfg.data)
-    sample = data.sample(min(mon.reference_rows, len(data)), random_state=mon.seed)
-    scored = score_texts(name, version, sample, train_cfg.data.text_column)
-    frame = scored[["text", "label", "confidence"]].reset_index(drop=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(cache, index=False)
-    return Reference(name, version, data_path, run_id, train_cfg, frame)
+    texts = data.sample(min(mon.reference_rows, len(data)), random_state=mon.seed)
+    texts = pd.DataFrame({"text": texts[text_col].astype(str).to_numpy()})
+    held_out = _held_out_rows(run_id, text_col)
+    held_out = held_out.sample(min(mon.reference_rows, len(held_out)), random_state=mon.seed)
+    scored = score_texts(name, version, held_out, text_col)[["text", "label", "confidence"]].reset_index(drop=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    texts.to_parquet(cache / "texts.parquet", index=False)
+    scored.to_parquet(cache / "predictions.parquet", index=False)
+    return Reference(name, version, data_path, run_id, train_cfg, texts, scored)
+
+
+def _held_out_rows(run_id: str, text_column: str) -> pd.DataFrame:
+    """The champion's validation and test splits, stored with its training run: rows it never trained on."""
+    from mlflow.exceptions import MlflowException
+
+    from tuneops.tracking import client
+
+    frames = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("validation", "test"):
+            try:
+                frames.append(pd.read_parquet(client().download_artifacts(run_id, f"splits/{name}.parquet", tmp)))
+            except (MlflowException, OSError) as exc:
+                raise RegistryError(f"cannot read the {name} split of training run {run_id} ({exc}); monitoring "
+                                    "scores the champion's held-out rows as the prediction reference") from None
+    return pd.concat(frames, ignore_index=True)[[text_column]]
 
 
 def run_check(cfg: TuneopsConfig, predictions: str, window: Window, report_file: str | Path,
@@ -139,4 +164,6 @@ def run_check(cfg: TuneopsConfig, predictions: str, window: Window, report_file:
     """Read the window, resolve the reference, compare, write the HTML report."""
     current = read_window(predictions, window)
     reference = reference or resolve_reference(cfg)
-    return check_drift(reference.frame, current, cfg.monitoring, reference.config.model.base, report_file), reference
+    result = check_drift(reference.frame, current, cfg.monitoring, reference.config.model.base, report_file,
+                         prediction_reference=reference.predictions)
+    return result, reference
