@@ -134,7 +134,13 @@ def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead
     env = {**os.environ, "PREFECT_API_URL": _api_url()}
     done = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "execute", decision.flow_run_id], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.returncode == 0, log
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(decision.flow_run_id).state
+    assert state.is_completed(), f"{state.name}: {state.message}\n{log}"
     champion = registry.alias_version(NAME, "champion")
     assert champion != version, "the retrained model was not promoted"
     unseen = bank[bank.category.isin(NEW)].groupby("category").nth(range(200, 260))
@@ -206,3 +212,24 @@ def test_failed_monitoring_run_alerts(scenario, receiver, tmp_path, monkeypatch)
         monitor_production(config=cfg, predictions=str(tmp_path / "nowhere"))
     [(path, body)] = receiver.received
     assert "monitoring run failed" in body["text"] and "does not exist" in body["text"]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_cli_monitor_prints_one_json_line(scenario, bank, tmp_path):
+    import yaml
+
+    cfg, version, _ = scenario
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    hotels = pd.read_json(ROOT / "data/nlupp/hotels.jsonl", lines=True).text.head(150)
+    log = _log(cfg, version, hotels, tmp_path / "log")
+    cli = [str(Path(sys.executable).parent / "tuneops"), "monitor", "--config", str(config)]
+    done = subprocess.run([*cli, "--input", log, "--report", str(tmp_path / "r.html")], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["drift"] is True and summary["signals"]["text"]["drift"] is True
+    assert summary["report"] == str(tmp_path / "r.html") and Path(summary["report"]).is_file()
+    bad = subprocess.run([*cli, "--input", str(tmp_path / "missing")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "error:" in bad.stderr and "Traceback" not in bad.stderr
