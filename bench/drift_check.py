@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=20)
     parser.add_argument("--skip-rates", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--rate-embedding-sample", type=int, default=500, help="embedding sample in rate windows")
     args = parser.parse_args()
     sizes = [2000, 5000] if args.quick else [int(s) for s in args.sizes.split(",")]
     windows = 3 if args.quick else args.windows
@@ -76,7 +77,7 @@ def main() -> None:
         out |= {"timing": timing, "embedding": emb}
 
     if not args.skip_rates:
-        cfg = MonitoringConfig(embedding_sample=500)
+        cfg = MonitoringConfig(embedding_sample=args.rate_embedding_sample)
         false_alarms, detections, which = 0, 0, []
         for i in range(windows):
             same = model.score(cur_pool.text.sample(1000, replace=len(cur_pool) < 1000, random_state=100 + i))

@@ -4,14 +4,13 @@ Phase one: the champion is trained on four BANKING77 intents. Control: productio
 same intents (held-out rows) stays quiet: no alert, no retraining. Drift: traffic full of virtual and
 disposable card intents the champion never saw is flagged, the alert reaches a loopback Slack
 webhook, newly labelled rows of those intents trigger the training deployment, whose run (executed
-as a worker would, with `prefect flow-run execute`) trains on old + new data, passes the gate
+in this process by Prefect's flow engine, as a worker's engine would) trains on old + new data, passes the gate
 against the champion and is promoted; the new champion recognises the new intents.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -74,12 +73,6 @@ def _log(cfg, version: str, texts: pd.Series, folder: Path) -> str:
     return str(folder)
 
 
-def _api_url() -> str:
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value()
-
-
 def _runs_of(deployment_id) -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
@@ -129,18 +122,21 @@ def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead
     # Retraining was triggered on old + new data; run it as a worker would.
     decision = outcome.retrain
     assert decision.retrain and decision.flow_run_id, decision.reasons
-    combined = pd.read_csv(decision.data_uri)
+    uri = decision.data_uri
+    combined = pd.read_csv(uri)
     assert set(NEW) <= set(combined.category) and set(LABELS) <= set(combined.category)  # replay
-    env = {**os.environ, "PREFECT_API_URL": _api_url()}
-    done = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "execute", decision.flow_run_id], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
-    log = done.stdout[-4000:] + done.stderr[-4000:]
-    assert done.returncode == 0, log
     from prefect import get_client
+    from prefect.flow_engine import run_flow_sync
+
+    from flows.train_model import train_model
 
     with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(decision.flow_run_id)
+        assert flow_run.deployment_id == deployment_id and flow_run.parameters["config"]["data"]["path"] == uri
+        # Execute the scheduled run in this process, as a worker's engine would (same flow run id).
+        run_flow_sync(train_model, flow_run=flow_run, parameters={"config": flow_run.parameters["config"]})
         state = client.read_flow_run(decision.flow_run_id).state
-    assert state.is_completed(), f"{state.name}: {state.message}\n{log}"
+    assert state.is_completed(), f"{state.name}: {state.message}"
     champion = registry.alias_version(NAME, "champion")
     assert champion != version, "the retrained model was not promoted"
     unseen = bank[bank.category.isin(NEW)].groupby("category").nth(range(200, 260))
