@@ -196,7 +196,10 @@ def test_two_simultaneous_triggers_start_one_training(scenario, bank, tmp_path):
     from prefect import get_client
 
     with get_client(sync_client=True) as client:
-        assert client.read_deployment(deployment_id).concurrency_limit == 1
+        dep = client.read_deployment(deployment_id)
+    # Prefect 3.9 reports the limit through the deployment's global concurrency limit object.
+    limit = dep.global_concurrency_limit.limit if dep.global_concurrency_limit else dep.concurrency_limit
+    assert limit == 1
 
 
 @pytest.mark.slow
