@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export TUNEOPS_HOME ?= $(CURDIR)/.tuneops
 
-.PHONY: install demo test lint bench ui-mlflow ui-prefect clean
+.PHONY: install demo test lint bench ui-mlflow ui-prefect clean demo-monitoring bench-monitoring
 
 # Create the virtual environment and install tuneops with its test tools (re-run when pyproject changes).
 $(STAMP): pyproject.toml
@@ -65,3 +65,10 @@ down: install
 browser-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+# Monitoring scenario (tiny model): control traffic stays quiet; new intents drift, alert, retrain, promote.
+demo-monitoring: install
+	$(BIN)/pytest tests/monitoring/test_monitor_flow.py -k control -q -p no:cacheprovider -o log_cli=true
+
+# Drift-check timing (10k/100k/1M rows, embeddings) and false-alarm / detection rates.
+bench-monitoring: install
+	$(BIN)/python bench/drift_check.py

@@ -139,6 +139,24 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from tuneops.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    check_services()
+    from datetime import UTC, datetime, timedelta
+
+    from monitoring.check import Window, run_check
+    from tuneops import settings
+
+    window = Window(datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None, None)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = args.report or str(settings.home() / "monitoring" / f"drift-{cfg.registry.model_name}-{stamp}.html")
+    result, _ = run_check(cfg, args.input, window, report)
+    print(json.dumps(result.summary()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneops",
@@ -188,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow-artifacts", help="artifact destination: a folder or s3://bucket/prefix (default "
                    "$TUNEOPS_HOME/mlartifacts, or TUNEOPS_MLFLOW_ARTIFACTS)")
     add("down", cmd_down, "Stop everything `tuneops up` started from this TUNEOPS_HOME.")
+    p = add("monitor", cmd_monitor, "Check a prediction log for drift against the champion's training data.")
+    p.add_argument("--config", required=True, help="config naming the model and the monitoring thresholds")
+    p.add_argument("--input", required=True, help="prediction-log file, folder or s3:// prefix (score_batch output)")
+    p.add_argument("--report", help="HTML report path (default $TUNEOPS_HOME/monitoring/drift-NAME-TIME.html)")
+    p.add_argument("--hours", type=float, help="only rows of the last HOURS hours (default: every row)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     return parser
 
 

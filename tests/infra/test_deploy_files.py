@@ -173,17 +173,21 @@ def test_prefect_yaml_deploys_existing_flows_on_the_pool(deployment):
     assert parameters <= set(flow.parameters.properties), f"unknown parameters {parameters}"
 
 
-def test_prefect_yaml_names_limits_and_the_monitoring_block():
+def test_prefect_yaml_names_limits_and_the_monitoring_schedule():
     names = {(d["entrypoint"].rsplit(":", 1)[1], d["name"]) for d in PREFECT["deployments"]}
     assert {("train_model", "manual"), ("train_model", "retrain"), ("promote_model", "manual"),
-            ("score_batch", "nightly")} <= names
+            ("score_batch", "nightly"), ("monitor_production", "scheduled")} <= names
     by_name = {(d["entrypoint"].rsplit(":", 1)[1], d["name"]): d for d in PREFECT["deployments"]}
     assert by_name[("train_model", "retrain")]["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
     for key in (("train_model", "manual"), ("train_model", "retrain")):
         assert by_name[key]["work_pool"]["work_queue_name"] == stack.TRAINING_QUEUE
-    text = (INFRA / "prefect.yaml").read_text()
-    assert "#   entrypoint: flows/monitor_production.py:monitor_production" in text
-    assert '#     - cron: "{{ demo.config.monitoring.schedule }}"' in text
+    monitor = by_name[("monitor_production", "scheduled")]
+    assert monitor["schedules"][0]["cron"] == "{{ demo.config.monitoring.schedule }}"  # the cron lives in the config
+    assert set(monitor["parameters"]) == {"config", "predictions"}
+    from tuneops.config import TuneopsConfig
+
+    # the deployment monitoring triggers is the one with the concurrency limit of 1
+    assert TuneopsConfig.model_fields["monitoring"].default_factory().retrain.deployment == "train_model/retrain"
 
 
 def test_the_build_step_gives_the_demo_config_as_default_parameters():

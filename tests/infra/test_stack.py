@@ -15,13 +15,13 @@ from tests.infra.conftest import UI_MODEL_NAME, alive, page_text, screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-# The deployment whose schedule the UI must show, and how the Prefect UI words its cron.
-# At the merge of issue 6, switch to the monitoring deployment: "monitor_production/scheduled" and the
-# wording of its `monitoring.schedule` cron (the UI shows e.g. "At 06:00 AM every day" for "0 6 * * *").
-SCHEDULED_DEPLOYMENT = "score_batch/nightly"
-SCHEDULE_TEXT = "At 01:00 AM every day"
+# The deployment whose schedule the UI must show (the monitoring one), and how the Prefect UI words its cron
+# (`monitoring.schedule` of the demo config, "0 * * * *"; the UI shows e.g. "At 06:00 AM every day" for "0 6 * * *").
+SCHEDULED_DEPLOYMENT = "monitor_production/scheduled"
+SCHEDULE_TEXT = "Every hour"
 
-DEPLOYMENTS = {"train_model/manual", "train_model/retrain", "promote_model/manual", "score_batch/nightly"}
+DEPLOYMENTS = {"train_model/manual", "train_model/retrain", "promote_model/manual", "score_batch/nightly",
+               "monitor_production/scheduled"}
 
 
 def deployment(stack, name: str) -> dict:
