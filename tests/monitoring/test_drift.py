@@ -50,10 +50,17 @@ def test_same_distribution_is_quiet_and_other_domain_drifts(frames, tmp_path):
 
 
 def test_thresholds_come_from_config(frames):
+    from monitoring.drift import distance_noise_floor
+
+    lax = MonitoringConfig(embedding_sample=0, min_rows=100, thresholds={"length": 0.9})
+    result = check_drift(frames["reference"], frames["hotels"], lax, BASE)
+    assert "embedding" not in result.signals
+    assert result.signals["length"].threshold == 0.9 and not result.signals["length"].drift
+    # A threshold below the chance level of this window's size is raised to that level, not used as is.
     strict = MonitoringConfig(embedding_sample=0, min_rows=100, thresholds={"length": 0.0001})
     result = check_drift(frames["reference"], frames["same"], strict, BASE)
-    assert "embedding" not in result.signals
-    assert result.signals["length"].drift and result.signals["length"].threshold == 0.0001
+    floor = distance_noise_floor(len(frames["reference"]), len(frames["same"]))
+    assert result.signals["length"].threshold == pytest.approx(floor, abs=1e-6) and floor > 0.0001
 
 
 def test_too_few_rows_and_missing_columns_are_clear_errors(frames):
