@@ -76,8 +76,8 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
-    from tuneops import engine, methods, settings
-    from tuneops.models import ADAPTER_DIR, BASE_DIR, resolve_base
+    from tuneops import engine, settings
+    from tuneops.models import resolve_base
 
     transformers.logging.set_verbosity_error()
     text, label = cfg.data.text_column, cfg.data.label_column
@@ -95,12 +95,8 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
         model.config.tuneops_max_length = cfg.model.max_length
         return model
 
-    method = methods.get(cfg.training.method)
-    model = method.prepare(load_base(), cfg.training.method_settings(), "SEQ_CLS")
-    engine.preflight(model, cfg)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    initial = engine.trainable_snapshot(model) if cfg.training.method != "full" else {}
+    prepared = engine.prepare_model(load_base, cfg, "SEQ_CLS")
+    model, trainable, total, initial = prepared.model, prepared.trainable, prepared.total, prepared.initial
 
     def encode(frame: pd.DataFrame) -> _Encoded:
         enc = tokenizer(frame[text].astype(str).tolist(), truncation=True, max_length=cfg.model.max_length)
@@ -139,18 +135,7 @@ def train_classifier(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path,
         return None  # a distributed worker other than rank 0: rank 0 exports and verifies
 
     model_dir = out_dir / "model"
-    adapter_report: dict[str, Any] = {}
-    trained = trainer.model
-    if cfg.training.method != "full":
-        engine.save_adapter(trained, model_dir / ADAPTER_DIR, cfg)
-        adapter_report = engine.check_adapter(trained, initial, model_dir / ADAPTER_DIR, cfg.training.method)
-    if method.mergeable:
-        exported = trained.merge_and_unload() if cfg.training.method != "full" else trained
-        exported.save_pretrained(model_dir)
-    else:
-        load_base().save_pretrained(model_dir / BASE_DIR)
-    tokenizer.save_pretrained(model_dir)
-    (model_dir / "tuneops_config.json").write_text(cfg.model_dump_json(indent=2))
+    adapter_report = engine.export_model(trainer.model, initial, cfg, model_dir, load_base, tokenizer)
     verify_export(model_dir, frames["validation"], cfg, best)
     shutil.rmtree(checkpoints, ignore_errors=True)
     if mirror:

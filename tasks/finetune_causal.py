@@ -42,8 +42,8 @@ def train_causal_lm(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 
-    from tuneops import engine, generation, methods, settings
-    from tuneops.models import ADAPTER_DIR, BASE_DIR, resolve_base
+    from tuneops import engine, generation, settings
+    from tuneops.models import resolve_base
 
     transformers.logging.set_verbosity_error()
     frames = {name: pd.read_parquet(path) for name, path in splits.paths.items()}
@@ -60,12 +60,8 @@ def train_causal_lm(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_
     def load_base() -> Any:
         return AutoModelForCausalLM.from_pretrained(base)
 
-    method = methods.get(cfg.training.method)
-    model = method.prepare(load_base(), cfg.training.method_settings(), "CAUSAL_LM")
-    engine.preflight(model, cfg)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    initial = engine.trainable_snapshot(model) if cfg.training.method != "full" else {}
+    prepared = engine.prepare_model(load_base, cfg, "CAUSAL_LM")
+    model, trainable, total, initial = prepared.model, prepared.trainable, prepared.total, prepared.initial
 
     def encode(frame: pd.DataFrame) -> list[dict[str, list]]:
         prompts, responses = generation.examples(frame, cfg)
@@ -98,18 +94,8 @@ def train_causal_lm(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_
     best = {"loss": loss, "perplexity": math.exp(loss)}
 
     model_dir = out_dir / "model"
-    adapter_report: dict[str, Any] = {}
-    if cfg.training.method != "full":
-        engine.save_adapter(trained, model_dir / ADAPTER_DIR, cfg)
-        adapter_report = engine.check_adapter(trained, initial, model_dir / ADAPTER_DIR, cfg.training.method)
-    if method.mergeable:
-        exported = trained.merge_and_unload() if cfg.training.method != "full" else trained
-        exported.save_pretrained(model_dir)
-    else:
-        load_base().save_pretrained(model_dir / BASE_DIR)
-    tokenizer.save_pretrained(model_dir)
+    adapter_report = engine.export_model(trained, initial, cfg, model_dir, load_base, tokenizer)
     gen_settings.save(model_dir)
-    (model_dir / "tuneops_config.json").write_text(cfg.model_dump_json(indent=2))
     verify_export(model_dir, frames["validation"], cfg, loss)
     shutil.rmtree(checkpoints, ignore_errors=True)
     return TrainResult(

@@ -233,6 +233,51 @@ def check_adapter(model: Any, before: dict[str, Any], adapter_dir: Path, method:
             "adapter_tensors_trained": moved}
 
 
+@dataclass
+class Prepared:
+    """The model to train, its parameter counts, and its adapter weights before training."""
+
+    model: Any
+    trainable: int
+    total: int
+    initial: dict[str, Any]
+
+
+def prepare_model(load_base: Any, cfg: TuneopsConfig, task_type: str) -> Prepared:
+    """Wrap the base model with the configured method and check it fits in memory before training."""
+    from tuneops import methods
+
+    model = methods.get(cfg.training.method).prepare(load_base(), cfg.training.method_settings(), task_type)
+    preflight(model, cfg)
+    return Prepared(model, sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    sum(p.numel() for p in model.parameters()),
+                    trainable_snapshot(model) if cfg.training.method != "full" else {})
+
+
+def export_model(trained: Any, initial: dict[str, Any], cfg: TuneopsConfig, model_dir: Path,
+                 load_base: Any, tokenizer: Any) -> dict[str, Any]:
+    """Write the trained model as serving loads it; returns the adapter check's report.
+
+    Adapter methods first save and check the adapter (PEFT format, resolved settings beside it);
+    mergeable methods then write plain merged weights, the others the frozen base beside the adapter.
+    """
+    from tuneops import methods
+    from tuneops.models import ADAPTER_DIR, BASE_DIR
+
+    method = cfg.training.method
+    report: dict[str, Any] = {}
+    if method != "full":
+        save_adapter(trained, model_dir / ADAPTER_DIR, cfg)
+        report = check_adapter(trained, initial, model_dir / ADAPTER_DIR, method)
+    if methods.get(method).mergeable:
+        (trained.merge_and_unload() if method != "full" else trained).save_pretrained(model_dir)
+    else:
+        load_base().save_pretrained(model_dir / BASE_DIR)
+    tokenizer.save_pretrained(model_dir)
+    (model_dir / "tuneops_config.json").write_text(cfg.model_dump_json(indent=2))
+    return report
+
+
 def save_adapter(model: Any, adapter_dir: Path, cfg: TuneopsConfig) -> None:
     """PEFT-format adapter, with the resolved method settings and training config beside it."""
     model.save_pretrained(str(adapter_dir))
