@@ -16,7 +16,7 @@ from tasks.gate import GateDecision
 from tasks.split import SplitResult
 from tuneops.config import TuneopsConfig
 
-PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.20,<6", "pandas>=2.2,<3", "mlflow>=3.17,<4"]
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.20,<6", "peft>=0.21,<0.22", "pandas>=2.2,<3", "mlflow>=3.17,<4"]
 
 
 @dataclass
