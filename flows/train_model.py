@@ -12,12 +12,14 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.data import fingerprint, load_dataset
 from tasks.evaluate import ChampionScores, Evaluation, evaluate_challenger, publish_report, score_champion
-from tasks.finetune import TrainResult, fine_tune
+from tasks.finetune import fine_tune
 from tasks.gate import GateDecision, gate
 from tasks.registry import Registration, register_model
-from tasks.split import SplitResult, split_dataset
+from tasks.split import split_dataset
 from tuneops import settings, tracking
 from tuneops.config import TuneopsConfig
+from tuneops.splits import SplitResult
+from tuneops.training import TrainResult
 
 
 @dataclass

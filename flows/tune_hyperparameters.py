@@ -19,10 +19,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.data import load_dataset
-from tasks.split import SplitResult, split_dataset
+from tasks.split import split_dataset
 from tuneops import settings, tracking
 from tuneops.config import SearchConfig, TuneopsConfig, apply_overrides, validate_config
 from tuneops.errors import ConfigError
+from tuneops.splits import SplitResult
 
 
 @dataclass
@@ -76,7 +77,7 @@ def trial_configs(cfg: TuneopsConfig, combos: list[dict[str, Any]]) -> list[Tune
 def run_trial(number: int, cfg: TuneopsConfig, overrides: dict[str, Any], splits: SplitResult,
               parent_run_id: str) -> Trial:
     """Train one configuration and score it on validation, in a nested MLflow run."""
-    from tasks.finetune import train_classifier
+    from tuneops.training import train_classifier
 
     with tracking.run(cfg.registry.experiment, run_name=f"trial-{number}", parent_run_id=parent_run_id,
                       tags={"tuneops.search.trial": str(number)}) as run_id:

@@ -55,19 +55,23 @@ def _encoder(base: str) -> tuple[Any, Any]:
 
 
 def embed(texts: list[str], base: str, batch_size: int = 128, max_length: int = 64) -> np.ndarray:
-    """Mean-pooled, L2-normalised sentence embeddings (MiniLM's sentence-transformers recipe)."""
+    """Mean-pooled, L2-normalised sentence embeddings (MiniLM's sentence-transformers recipe).
+
+    Each distinct text is encoded once (production traffic repeats itself), in length-sorted batches.
+    """
     import torch
 
     tok, model = _encoder(base)
-    order = np.argsort([len(t) for t in texts])
-    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    codes, distinct = pd.factorize(pd.Series(texts, dtype=object))
+    order = np.argsort([len(t) for t in distinct])
+    out = np.zeros((len(distinct), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
+        for start in range(0, len(distinct), batch_size):
             idx = order[start:start + batch_size]
-            batch = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+            batch = tok([distinct[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
             hidden = model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out[idx] = torch.nn.functional.normalize(pooled, dim=1).numpy()
-    return out
+    return out[codes]

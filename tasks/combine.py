@@ -17,9 +17,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.finetune import TrainResult
 from tuneops.config import TuneopsConfig
 from tuneops.engine import TrainingError
+from tuneops.training import TrainResult
 
 HEAD_PREFIX = "base_model.model.classifier."
 

@@ -18,8 +18,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.finetune import classification_metrics
 from tuneops.config import TuneopsConfig
+from tuneops.training import classification_metrics
 
 Predict = Callable[[list[str]], tuple[list[str], list[float]]]
 ECE_BINS = 15

@@ -17,9 +17,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.finetune import TrainResult, checkpoint_key
-from tasks.split import SplitResult
 from tuneops.config import TuneopsConfig
+from tuneops.splits import SplitResult
+from tuneops.training import TrainResult, checkpoint_key
 
 
 class _Examples:

@@ -25,8 +25,8 @@ import pandas as pd
 from prefect import task
 
 from tasks.evaluate import ChampionScores, Evaluation
-from tasks.finetune import classification_metrics
 from tuneops.config import GENERATION_METRICS, GateConfig
+from tuneops.training import classification_metrics
 
 
 @dataclass

@@ -11,10 +11,10 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.finetune import TrainResult
 from tasks.gate import GateDecision
-from tasks.split import SplitResult
 from tuneops.config import TuneopsConfig
+from tuneops.splits import SplitResult
+from tuneops.training import TrainResult
 
 PIP_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.20,<6", "peft>=0.21,<0.22", "pandas>=2.2,<3", "mlflow>=3.17,<4"]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.finetune import TrainResult
-from tasks.split import SplitResult
 from tuneops.config import TuneopsConfig
+from tuneops.splits import SplitResult
+from tuneops.training import TrainResult
 
 
 def generator_model() -> tuple[Any, pd.DataFrame, pd.DataFrame]:

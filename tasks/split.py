@@ -12,7 +12,6 @@ hashed with a fixed salt into [0, 1) and compared with the configured ratios. So
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.data import fingerprint, stable_hash
 from tuneops.config import DataConfig, SplitConfig
 from tuneops.errors import DataError
-
-SPLITS = ("train", "validation", "test")
+from tuneops.splits import SPLITS, SplitResult
 
 
 def normalise(texts: pd.Series) -> pd.Series:
@@ -66,22 +64,6 @@ def _time_splits(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, norm: pd.
     # A text seen at several times takes the split of its earliest row.
     out = pd.Series(out, index=df.index).groupby(norm.to_numpy()).transform("last")
     return out.rename("split")
-
-
-@dataclass
-class SplitResult:
-    """Where the split files are, and what is in them."""
-
-    paths: dict[str, str]
-    sizes: dict[str, int]
-    fingerprints: dict[str, str]
-    class_counts: dict[str, dict[str, int]]
-
-    def to_markdown(self) -> str:
-        rows = ["| split | rows | labels | fingerprint |", "|---|---|---|---|"]
-        rows += [f"| {s} | {self.sizes[s]} | {len(self.class_counts[s])} | `{self.fingerprints[s]}` |"
-                 for s in SPLITS]
-        return "# Data split\n\n" + "\n".join(rows)
 
 
 def check_leakage(splits: dict[str, pd.DataFrame], text_column: str,

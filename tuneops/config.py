@@ -463,6 +463,9 @@ class TuneopsConfig(_Section):
         if d.select_labels is not None or d.max_rows_per_label is not None:
             problems.append("data.select_labels / max_rows_per_label subset a classifier's labels; remove them "
                             "with model.task causal_lm")
+        if self.training.distributed.launcher != "none":
+            problems.append(f"training.distributed.launcher '{self.training.distributed.launcher}' launches "
+                            "classifier training only; causal_lm trains in one process: set it to none")
         # Defaults follow the family unless set explicitly.
         if "primary_metric" not in g.model_fields_set:
             g.__dict__["primary_metric"] = "rouge_l"

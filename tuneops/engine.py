@@ -7,9 +7,11 @@ weights, or base + adapter for methods that cannot merge), and the memory prefli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,13 +247,58 @@ class Prepared:
 
 def prepare_model(load_base: Any, cfg: TuneopsConfig, task_type: str) -> Prepared:
     """Wrap the base model with the configured method and check it fits in memory before training."""
-    from tuneops import methods
-
-    model = methods.get(cfg.training.method).prepare(load_base(), cfg.training.method_settings(), task_type)
+    model = build_model(load_base, cfg, task_type)
     preflight(model, cfg)
     return Prepared(model, sum(p.numel() for p in model.parameters() if p.requires_grad),
                     sum(p.numel() for p in model.parameters()),
                     trainable_snapshot(model) if cfg.training.method != "full" else {})
+
+
+def build_model(load_base: Any, cfg: TuneopsConfig, task_type: str) -> Any:
+    """The base model wrapped with the configured method (untrained adapters; the base for 'full')."""
+    from tuneops import methods
+
+    return methods.get(cfg.training.method).prepare(load_base(), cfg.training.method_settings(), task_type)
+
+
+def trained_model(trainer: Any, rebuild: Any) -> Any | None:
+    """The trained model with every weight in place, on rank 0; None on the other workers.
+
+    Under DeepSpeed ZeRO-3 each worker holds a shard of every weight, so the model in memory cannot be
+    exported as it is: all workers join the gather of the full weights (a collective, hence called on
+    every rank), and rank 0 loads them into a freshly built copy of the model (``rebuild()``).
+    """
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if not (getattr(trainer, "is_deepspeed_enabled", False) and plugin is not None and plugin.zero_stage == 3):
+        return trainer.model if trainer.is_world_process_zero() else None
+    state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not trainer.is_world_process_zero():
+        return None
+    with plain_loading():
+        model = rebuild()
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise TrainingError(f"the ZeRO-3 workers' gathered weights do not fit the model: {exc}. Keep "
+                            '"stage3_gather_16bit_weights_on_model_save": true in the DeepSpeed config') from None
+    return model
+
+
+@contextlib.contextmanager
+def plain_loading() -> Iterator[None]:
+    """Load models whole, in this process alone, while a ZeRO-3 Trainer exists.
+
+    transformers builds every model under ``deepspeed.zero.Init`` (collective, sharded) as long as a
+    ZeRO-3 config is registered; rank 0's export after training must load models by itself.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref  # no public getter; restored below
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = registered
 
 
 def export_model(trained: Any, initial: dict[str, Any], cfg: TuneopsConfig, model_dir: Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,10 +73,19 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+_NOT_IN_NAMES = re.compile(r"[^\w\-. :/]")  # MLflow's rule for metric, param and tag names
+
+
+def key(name: str) -> str:
+    """``name`` as MLflow accepts it: company labels such as 'reverted_card_payment?' become per-class
+    metric names, and MLflow refuses anything but word characters, '-', '.', ' ', ':' and '/'."""
+    return _NOT_IN_NAMES.sub("_", name)
+
+
 def log_params(run_id: str, params: dict[str, Any]) -> None:
     from mlflow.entities import Param
 
-    items = [Param(k, v) for k, v in flatten(params).items()]
+    items = [Param(key(k), v) for k, v in flatten(params).items()]
     for i in range(0, len(items), 100):
         client().log_batch(run_id, params=items[i:i + 100])
 
@@ -86,13 +96,15 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None)
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    client().log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()])
+    items = [Metric(key(k), float(v), now, step or 0) for k, v in metrics.items()]
+    for i in range(0, len(items), 1000):  # MLflow's limit per batch
+        client().log_batch(run_id, metrics=items[i:i + 1000])
 
 
 def set_tags(run_id: str, tags: dict[str, Any]) -> None:
     from mlflow.entities import RunTag
 
-    client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    client().log_batch(run_id, tags=[RunTag(key(k), str(v)) for k, v in tags.items()])
 
 
 def log_text(run_id: str, text: str, artifact_file: str) -> None:

@@ -1,5 +1,6 @@
-"""Multi-process training on this CPU machine: 2-process DDP over gloo, and DeepSpeed ZeRO-2, both launched
-by the flow's fine-tune task through torchrun; each registers a model that loads and predicts."""
+"""Multi-process training on this CPU machine: 2-process DDP over gloo, DeepSpeed ZeRO-2, and ZeRO-3 with LoRA
+(weights sharded across the workers, gathered for the export), all launched by the flow's fine-tune task
+through torchrun; each registers a model that loads and predicts."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from tuneops.engine import TrainingError
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def _distributed_config(company_csv: str, tiny_model: str, name: str, **distributed: object):
+def _distributed_config(company_csv: str, tiny_model: str, name: str, method: str = "full",
+                        **distributed: object):
+    learning_rate = 0.003 if method == "full" else 0.01
     return tiny_config(company_csv, tiny_model, name,
-                       training={"method": "full", "epochs": 3, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
-                                 "distributed": distributed})
+                       training={"method": method, "epochs": 3, "learning_rate": learning_rate, "batch_size": 8,
+                                 "seed": 7, "distributed": distributed})
 
 
 def _run_logs(flow_run_id) -> str:
@@ -32,16 +35,17 @@ def _run_logs(flow_run_id) -> str:
     return "\n".join(log.message for log in logs)
 
 
-@pytest.mark.parametrize("launcher,extra", [
-    ("torchrun", {}),
-    ("deepspeed", {"deepspeed_config": str(ROOT / "configs/deepspeed/zero2.json")}),
-])
-def test_two_process_training_registers_a_model_that_predicts(launcher, extra, prefect_server, tiny_model,
+@pytest.mark.parametrize("launcher,method,extra", [
+    ("torchrun", "full", {}),
+    ("deepspeed", "full", {"deepspeed_config": str(ROOT / "configs/deepspeed/zero2.json")}),
+    ("deepspeed", "lora", {"deepspeed_config": str(ROOT / "configs/deepspeed/zero3.json")}),
+], ids=["ddp", "zero2-full", "zero3-lora"])
+def test_two_process_training_registers_a_model_that_predicts(launcher, method, extra, prefect_server, tiny_model,
                                                                company_csv):
     from flows.train_model import train_model
 
-    name = f"distributed-{launcher}"
-    state = train_model(config=_distributed_config(company_csv, tiny_model, name, launcher=launcher,
+    name = f"distributed-{launcher}-{method}"
+    state = train_model(config=_distributed_config(company_csv, tiny_model, name, method, launcher=launcher,
                                                    processes=2, **extra), return_state=True)
     outcome = state.result()
     text = _run_logs(state.state_details.flow_run_id)

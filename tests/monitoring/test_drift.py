@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from monitoring.drift import check_drift
-from monitoring.signals import describe
+from monitoring.signals import describe, embed
 from monitoring.standin import StandIn
 from tuneops.config import MonitoringConfig
 from tuneops.errors import DataError
@@ -34,6 +34,15 @@ def test_descriptors_are_computed_offline():
     assert d.word_count.tolist() == [2, 2, 0, 1]
     assert d.non_letter_share.tolist() == pytest.approx([0, 4 / 7, 0, 0.75])
     assert d.unknown_token_share.iloc[0] == 0 and d.unknown_token_share.iloc[3] > 0
+
+
+def test_embeddings_encode_each_distinct_text_once_in_input_order():
+    texts = ["where is my new card", "top up failed", "where is my new card", "a much longer question about fees"]
+    vectors = embed(texts, BASE)
+    assert vectors.shape == (4, 384)
+    assert (vectors[0] == vectors[2]).all() and not (vectors[0] == vectors[1]).all()
+    alone = embed([texts[3]], BASE)[0]  # batch composition and order do not change a text's vector
+    assert abs(vectors[3] - alone).max() < 1e-5 and abs((vectors ** 2).sum(1) - 1).max() < 1e-5
 
 
 def test_same_distribution_is_quiet_and_other_domain_drifts(frames, tmp_path):

@@ -30,10 +30,10 @@ def test_export_that_does_not_reproduce_validation_loss_fails(tiny_causal_lm, in
 def test_killed_training_resumes_from_its_last_checkpoint(tiny_causal_lm, instruction_csv, tmp_path, monkeypatch):
     from transformers import TrainerCallback
 
-    from tasks.finetune import checkpoint_key
     from tasks.finetune_causal import train_causal_lm
     from tasks.split import split_frame
     from tuneops import engine, settings
+    from tuneops.training import checkpoint_key
 
     cfg = causal_config(instruction_csv, tiny_causal_lm, "resume", training={"epochs": 2})
     splits = split_frame(pd.read_csv(instruction_csv), cfg.split_data(), cfg.split, tmp_path / "splits")

@@ -35,6 +35,8 @@ def test_causal_lm_problems_are_named():
     ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"test": "mcnemar"}}, "mcnemar"),
     ({"data": DATA, "model": {"task": "generate"}}, "model.task"),
     ({"data": {**DATA, "max_rows_per_label": 5}, "model": {"task": "causal_lm"}}, "subset a classifier's labels"),
+    ({"data": DATA, "model": {"task": "causal_lm"}, "training": {"distributed": {"launcher": "torchrun"}}},
+     "launches classifier training only"),
 ])
 def test_causal_lm_contradictions_fail(raw, message):
     with pytest.raises(ConfigError, match=message):

@@ -1,4 +1,4 @@
-"""One worker of a distributed training launch: ``python -m torch.distributed.run ... -m tasks.train_worker JOB``.
+"""One worker of a distributed training launch: ``python -m torch.distributed.run ... -m tuneops.train_worker JOB``.
 
 torchrun sets RANK, WORLD_SIZE and the rendezvous address; the Trainer picks them up (DDP, or the
 DeepSpeed engine when the config asks for it). Rank 0 writes the result file the launching task reads.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 
 def main(job_file: str) -> None:
-    from tasks.finetune import train_classifier
-    from tasks.split import SplitResult
     from tuneops import settings
     from tuneops.config import TuneopsConfig
+    from tuneops.splits import SplitResult
+    from tuneops.training import train_classifier
 
     settings.configure_environment()
     # Our own handler: DeepSpeed configures the root logger on import, so basicConfig would do nothing.
