@@ -226,8 +226,10 @@ def check_adapter(model: Any, before: dict[str, Any], adapter_dir: Path, method:
     if bad:
         raise TrainingError(f"the adapter has non-finite weights ({bad[0]} and {len(bad) - 1} more); lower "
                             "training.learning_rate or use precision fp32")
-    after = dict(model.named_parameters())
-    moved = sum(1 for n, t in before.items() if n in after and not torch.equal(t, after[n].detach()))
+    after = {n: p.detach() for n, p in model.named_parameters()}
+    # The snapshot was taken on the CPU in fp32; training may have moved the model to a GPU and to bf16.
+    moved = sum(1 for n, t in before.items() if n in after and not torch.equal(t.to(after[n].device, after[n].dtype),
+                                                                               after[n]))
     if before and moved == 0:
         raise TrainingError("the adapter did not change during training (every adapter weight equals its "
                             "initial value); raise training.learning_rate or epochs, or check target modules")
