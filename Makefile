@@ -65,9 +65,9 @@ down: install
 browser-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
-# Monitoring scenario (tiny model): control traffic stays quiet; new intents drift, alert, retrain, promote.
+# Monitoring story with the real MiniLM: control traffic stays quiet; new intents drift, alert, retrain, promote.
 demo-monitoring: install
-	$(BIN)/pytest tests/monitoring/test_monitor_flow.py -k control -q -p no:cacheprovider -o log_cli=true
+	$(BIN)/python -m monitoring.demo
 
 # Drift-check timing (10k/100k/1M rows, embeddings) and false-alarm / detection rates.
 bench-monitoring: install

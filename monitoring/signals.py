@@ -33,16 +33,21 @@ def unknown_token_share(texts: pd.Series, base: str) -> np.ndarray:
 
 
 def describe(texts: pd.Series, tokenizer_base: str) -> pd.DataFrame:
-    """Length, word count, share of non-letter characters and share of unknown tokens per text."""
-    texts = texts.fillna("").astype(str)
-    length = texts.str.len()
-    letters_or_space = texts.str.count(r"[^\W\d_]|\s")
-    return pd.DataFrame({
+    """Length, word count, share of non-letter characters and share of unknown tokens per text.
+
+    Computed once per distinct text (production traffic repeats itself) and spread back to every row.
+    """
+    codes, distinct = pd.factorize(texts.fillna("").astype(str))
+    texts_ = pd.Series(distinct, dtype=object)
+    length = texts_.str.len()
+    letters_or_space = texts_.str.count(r"[^\W\d_]|\s")
+    per_text = pd.DataFrame({
         "length": length.astype(float),
-        "word_count": texts.str.split().str.len().fillna(0).astype(float),
+        "word_count": texts_.str.split().str.len().fillna(0).astype(float),
         "non_letter_share": ((length - letters_or_space) / length.clip(lower=1)).astype(float),
-        "unknown_token_share": unknown_token_share(texts, tokenizer_base),
-    }, index=texts.index)
+        "unknown_token_share": unknown_token_share(texts_, tokenizer_base),
+    })
+    return per_text.iloc[codes].set_index(texts.index)
 
 
 @functools.cache

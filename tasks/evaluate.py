@@ -219,11 +219,17 @@ def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str
 
 
 @task(name="publish-report")
-def publish_report(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str, run_id: str) -> str:
-    """Log the evaluation report as an MLflow artifact and a Prefect markdown artifact."""
+def publish(markdown: str, run_id: str, description: str, files: tuple[str, ...] = ()) -> str:
+    """The evaluation report as an MLflow artifact (with ``files`` beside it) and a Prefect markdown artifact."""
     from tuneops import tracking
 
-    markdown = report_markdown(cfg, challenger, decision_md)
     tracking.log_text(run_id, markdown, "evaluation/report.md")
-    create_markdown_artifact(markdown, key="evaluation-report", description="Test metrics and gate reasoning")
+    for path in files:
+        tracking.client().log_artifact(run_id, path, "evaluation")
+    create_markdown_artifact(markdown, key="evaluation-report", description=description)
     return markdown
+
+
+def publish_report(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str, run_id: str) -> str:
+    """Publish the classifier's evaluation report."""
+    return publish(report_markdown(cfg, challenger, decision_md), run_id, "Test metrics and gate reasoning")

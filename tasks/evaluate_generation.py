@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.evaluate import ChampionScores, Evaluation, previous_test_split
+from tasks.evaluate import ChampionScores, Evaluation, previous_test_split, publish
 from tuneops.config import TuneopsConfig
 
 Generate = Callable[[list], list[str]]
@@ -143,11 +142,6 @@ def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str
 
 @task(name="publish-generation-report")
 def publish_generation_report(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str, run_id: str) -> str:
-    """Log the report and the per-example scores to MLflow, and the report as a Prefect artifact."""
-    from tuneops import tracking
-
-    markdown = report_markdown(cfg, challenger, decision_md)
-    tracking.log_text(run_id, markdown, "evaluation/report.md")
-    tracking.client().log_artifact(run_id, challenger.predictions_path, "evaluation")
-    create_markdown_artifact(markdown, key="evaluation-report", description="Generation metrics and gate reasoning")
-    return markdown
+    """Publish the generator's evaluation report, with the per-example scores beside it in MLflow."""
+    return publish(report_markdown(cfg, challenger, decision_md), run_id, "Generation metrics and gate reasoning",
+                   (challenger.predictions_path,))

@@ -34,6 +34,9 @@ def test_descriptors_are_computed_offline():
     assert d.word_count.tolist() == [2, 2, 0, 1]
     assert d.non_letter_share.tolist() == pytest.approx([0, 4 / 7, 0, 0.75])
     assert d.unknown_token_share.iloc[0] == 0 and d.unknown_token_share.iloc[3] > 0
+    repeated = describe(pd.Series(["ab 12!!", None, "Hello world", "ab 12!!"], index=[7, 3, 5, 1]), BASE)
+    assert repeated.index.tolist() == [7, 3, 5, 1]  # rows keep their index; each text is described once
+    assert repeated.length.tolist() == [7, 0, 11, 7] and repeated.loc[1].equals(repeated.loc[7])
 
 
 def test_embeddings_encode_each_distinct_text_once_in_input_order():
