@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--skip-rates", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--rate-embedding-sample", type=int, default=500, help="embedding sample in rate windows")
+    parser.add_argument("--distinct", action="store_true",
+                        help="timing: append the row number to every production text (no repeated texts)")
     args = parser.parse_args()
     sizes = [2000, 5000] if args.quick else [int(s) for s in args.sizes.split(",")]
     windows = 3 if args.quick else args.windows
@@ -63,6 +65,8 @@ def main() -> None:
         timing = []
         for n in sizes:
             current = scored_pool.sample(n, replace=True, random_state=n).reset_index(drop=True)
+            if args.distinct:
+                current["text"] = current["text"] + " #" + current.index.astype(str)
             t0 = time.perf_counter()
             r = check_drift(big_ref, current, MonitoringConfig(embedding_sample=0), BASE)
             total = time.perf_counter() - t0
