@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -179,25 +180,37 @@ def score_champion(model_dir: str, test_path: str, test_fingerprint: str, cfg: T
 
     Comparing with the champion's own recorded metrics would compare different test sets.
     """
+    return rescore_champion(cfg, test_path, test_fingerprint, out_dir, run_id, registered_predict,
+                            lambda: classifier_predict(model_dir, cfg), score)
+
+
+def rescore_champion(cfg: TuneopsConfig, test_path: str, test_fingerprint: str, out_dir: Path, run_id: str,
+                     load_champion: Callable[[str, str], Any], load_challenger: Callable[[], Any],
+                     score_with: Callable[[Any, pd.DataFrame, TuneopsConfig, Path], Evaluation]
+                     ) -> ChampionScores | None:
+    """The champion on this test split; both models on the champion's previous test split when it differs.
+
+    Shared by both task families: ``load_champion(name, version)`` and ``load_challenger()`` give the
+    models' predict functions, ``score_with`` scores one of them on a frame.
+    """
     from tuneops import registry, tracking
 
     name = cfg.registry.model_name
     version = registry.alias_version(name, "champion")
     if version is None:
         return None
-    champion = registered_predict(name, version)
-    current = score(champion, pd.read_parquet(test_path), cfg, out_dir / "champion_test.parquet")
-    scores = ChampionScores(version, current)
+    champion = load_champion(name, version)
+    scores = ChampionScores(version, score_with(champion, pd.read_parquet(test_path), cfg,
+                                                out_dir / "champion_test.parquet"))
     tracking.log_metrics(run_id, {f"champion_test_{k}": v for k, v in scores.current.metrics.items()})
     tracking.set_tags(run_id, {"tuneops.champion_version": version})
     previous = previous_test_split(name, version, test_fingerprint, out_dir / "previous")
     if previous is not None:
         frame = pd.read_parquet(previous)
-        missing = [c for c in cfg.gate.slice_columns if c not in frame.columns]
-        if not missing:
-            scores.champion_previous = score(champion, frame, cfg, out_dir / "champion_previous.parquet")
-            scores.challenger_previous = score(classifier_predict(model_dir, cfg), frame, cfg,
-                                               out_dir / "challenger_previous.parquet")
+        if all(c in frame.columns for c in cfg.gate.slice_columns):
+            scores.champion_previous = score_with(champion, frame, cfg, out_dir / "champion_previous.parquet")
+            scores.challenger_previous = score_with(load_challenger(), frame, cfg,
+                                                    out_dir / "challenger_previous.parquet")
             tracking.log_metrics(run_id, {f"previous_test_{k}": v for k, v in
                                           scores.challenger_previous.metrics.items()})
     return scores
@@ -218,7 +231,6 @@ def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str
     return "\n".join(lines)
 
 
-@task(name="publish-report")
 def publish(markdown: str, run_id: str, description: str, files: tuple[str, ...] = ()) -> str:
     """The evaluation report as an MLflow artifact (with ``files`` beside it) and a Prefect markdown artifact."""
     from tuneops import tracking
@@ -230,6 +242,7 @@ def publish(markdown: str, run_id: str, description: str, files: tuple[str, ...]
     return markdown
 
 
+@task(name="publish-report")
 def publish_report(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str, run_id: str) -> str:
     """Publish the classifier's evaluation report."""
     return publish(report_markdown(cfg, challenger, decision_md), run_id, "Test metrics and gate reasoning")

@@ -17,7 +17,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.evaluate import ChampionScores, Evaluation, previous_test_split, publish
+from tasks.evaluate import ChampionScores, Evaluation, publish, rescore_champion
 from tuneops.config import TuneopsConfig
 
 Generate = Callable[[list], list[str]]
@@ -96,27 +96,8 @@ def evaluate_generator(model_dir: str, test_path: str, cfg: TuneopsConfig, out_d
 def score_champion_generation(model_dir: str, test_path: str, test_fingerprint: str, cfg: TuneopsConfig,
                               out_dir: Path, run_id: str) -> ChampionScores | None:
     """Re-score the registered champion on *this* run's test split (and both models on its previous one)."""
-    from tuneops import registry, tracking
-
-    name = cfg.registry.model_name
-    version = registry.alias_version(name, "champion")
-    if version is None:
-        return None
-    champion = registered_generate(name, version)
-    scores = ChampionScores(version, score_generations(champion, pd.read_parquet(test_path), cfg,
-                                                       out_dir / "champion_test.parquet"))
-    tracking.log_metrics(run_id, {f"champion_test_{k}": v for k, v in scores.current.metrics.items()})
-    tracking.set_tags(run_id, {"tuneops.champion_version": version})
-    previous = previous_test_split(name, version, test_fingerprint, out_dir / "previous")
-    if previous is not None:
-        frame = pd.read_parquet(previous)
-        if all(c in frame.columns for c in cfg.gate.slice_columns):
-            scores.champion_previous = score_generations(champion, frame, cfg, out_dir / "champion_previous.parquet")
-            scores.challenger_previous = score_generations(generator_functions(model_dir, cfg)[0], frame, cfg,
-                                                           out_dir / "challenger_previous.parquet")
-            tracking.log_metrics(run_id, {f"previous_test_{k}": v for k, v in
-                                          scores.challenger_previous.metrics.items()})
-    return scores
+    return rescore_champion(cfg, test_path, test_fingerprint, out_dir, run_id, registered_generate,
+                            lambda: generator_functions(model_dir, cfg)[0], score_generations)
 
 
 def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str) -> str:
