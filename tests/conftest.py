@@ -139,6 +139,7 @@ def tiny_causal_lm(tmp_path_factory) -> str:
     """A 2-layer, 64-wide Llama-style causal LM with a byte-level BPE tokenizer trained here on BANKING77
     texts and intent names (no chat template, so the configured prompt template is used); saved locally."""
     import pandas as pd
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -155,6 +156,7 @@ def tiny_causal_lm(tmp_path_factory) -> str:
                          num_key_value_heads=4, intermediate_size=128, max_position_embeddings=256,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)  # the same random weights every session: results do not depend on the draw
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
