@@ -26,6 +26,7 @@ from monitoring.drift import DriftResult, check_columns, check_drift
 from tuneops import settings
 from tuneops.config import TuneopsConfig, validate_config
 from tuneops.errors import DataError, RegistryError
+from tuneops.scoring import require_classifier
 from tuneops.storage import Source, list_sources, parse, read_bytes
 
 DATE_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
@@ -162,6 +163,7 @@ def _held_out_rows(run_id: str, text_column: str) -> pd.DataFrame:
 def run_check(cfg: TuneopsConfig, predictions: str, window: Window, report_file: str | Path,
               reference: Reference | None = None) -> tuple[DriftResult, Reference]:
     """Read the window, resolve the reference, compare, write the HTML report."""
+    require_classifier(cfg, "drift monitoring")
     current = read_window(predictions, window)
     reference = reference or resolve_reference(cfg)
     result = check_drift(reference.frame, current, cfg.monitoring, reference.config.model.base, report_file,

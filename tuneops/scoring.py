@@ -4,11 +4,15 @@ One path from texts to predictions (:func:`score_texts`): resolve the version (t
 one is named), load that exact version, score the configured text column. `tuneops predict` writes
 the result to one file; score_batch stamps each row (timestamp, request id) and appends it to the
 date-partitioned production log that monitoring reads (:func:`append_prediction_log`).
+
+A classifier gives ``text, label, confidence, model_version`` per row; a causal LM (model.task:
+causal_lm, `tuneops predict` only) gives ``prompt, response, model_version``.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +22,7 @@ from typing import Any, Literal, get_args
 import pandas as pd
 
 from tuneops.config import TuneopsConfig
-from tuneops.errors import DataError, RegistryError
+from tuneops.errors import ConfigError, DataError, RegistryError
 from tuneops.storage import is_s3, read_dataset, write_bytes
 
 LogFormat = Literal["jsonl", "parquet"]
@@ -79,13 +83,48 @@ def check_text_column(frame: pd.DataFrame, text_column: str, source: str = "inpu
     """Fail before loading a model when the texts are not where the config says."""
     if text_column not in frame.columns:
         raise DataError(f"{source} has no '{text_column}' column (columns: {list(frame.columns)}); "
-                        "set data.text_column in the config")
+                        "set data.text_column in the config (data.prompt_column for a causal LM)")
+
+
+def input_column(cfg: TuneopsConfig) -> str:
+    """The column a model reads: a classifier's text column; a causal LM's prompt (or chat messages) column."""
+    if cfg.model.task == "causal_lm":
+        return cfg.data.prompt_column or cfg.data.messages_column or "prompt"
+    return cfg.data.text_column
+
+
+def require_classifier(cfg: TuneopsConfig, what: str) -> None:
+    """Refuse a causal-LM config where only classifier predictions (label, confidence) make sense."""
+    if cfg.model.task == "causal_lm":
+        raise ConfigError(f"{what} works on classifier predictions (a label and a confidence per text), and "
+                          f"{cfg.registry.model_name} is a causal LM (model.task: causal_lm); score its prompts with "
+                          "`tuneops predict --config CONFIG --input FILE --output FILE` instead")
+
+
+def _as_cell_text(value: Any) -> str:
+    """A table cell as model input text: chat messages (a list read from JSONL/Parquet) become JSON text."""
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if hasattr(value, "tolist") or isinstance(value, list | tuple):
+        return json.dumps([dict(m) for m in list(value)])
+    return str(value)
 
 
 def score_frame(model: Any, frame: pd.DataFrame, text_column: str, version: str) -> pd.DataFrame:
-    """Predict every text with a loaded pyfunc: text, label, confidence, model_version per row."""
+    """Predict every row with a loaded pyfunc.
+
+    A classifier: text, label, confidence, model_version per row. A generator (a registered causal LM,
+    whose input is a ``prompt``): prompt, response, model_version per row.
+    """
     check_text_column(frame, text_column)
-    texts = frame[text_column].fillna("").astype(str)
+    texts = frame[text_column].map(_as_cell_text)
+    schema = model.metadata.get_input_schema()
+    if schema is not None and schema.input_names() == ["prompt"]:
+        out = model.predict(pd.DataFrame({"prompt": texts}))
+        return pd.DataFrame({"prompt": texts.to_numpy(), "response": out["response"].to_numpy(),
+                             "model_version": version})
     out = model.predict(pd.DataFrame({"text": texts}))
     return pd.DataFrame({"text": texts.to_numpy(), "label": out["label"].to_numpy(),
                          "confidence": out["confidence"].to_numpy(), "model_version": version})
@@ -171,9 +210,9 @@ def append_prediction_log(scored: pd.DataFrame, output: str, fmt: str = "jsonl",
 
 def predict_file(cfg: TuneopsConfig, input_path: str, output_path: str, version: str | None = None) -> Written:
     """Score every text in a file with the champion (or ``version``) and write the predictions."""
-    name = cfg.registry.model_name
+    name, column = cfg.registry.model_name, input_column(cfg)
     version = resolve_version(name, version)
-    frame = read_texts(input_path, cfg.data.text_column)
-    scored = score_texts(name, version, frame, cfg.data.text_column)
+    frame = read_texts(input_path, column)
+    scored = score_texts(name, version, frame, column)
     write_table(scored, output_path)
     return Written(len(scored), version)

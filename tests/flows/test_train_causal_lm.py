@@ -73,6 +73,43 @@ def test_registered_generator_answers_prompts(full_then_lora):
     assert sum(r in answers for r in out.response) >= 2, out.response.tolist()
 
 
+def test_predict_cli_writes_responses_and_classifier_only_commands_refuse_a_generator(
+        full_then_lora, tiny_causal_lm, instruction_csv, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from flows.score_batch import score_batch
+    from tuneops.errors import ConfigError
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tuneops.cli", *args], capture_output=True, text=True)
+
+    cfg = causal_config(instruction_csv, tiny_causal_lm, "causal-intent")
+    config = tmp_path / "causal.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    prompts = ["Which intent: How do I change my PIN?", "Which intent: my card still has not arrived"]
+    pd.DataFrame({"prompt": prompts}).to_csv(tmp_path / "prompts.csv", index=False)
+
+    proc = cli("predict", "--config", str(config), "--input", str(tmp_path / "prompts.csv"),
+               "--output", str(tmp_path / "answers.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    out = pd.read_json(tmp_path / "answers.jsonl", lines=True, dtype=False)
+    champion = registry.alias_version("causal-intent", "champion")
+    assert list(out.columns) == ["prompt", "response", "model_version"] and out.prompt.tolist() == prompts
+    assert (out.model_version.astype(str) == champion).all()
+    served = mlflow.pyfunc.load_model(f"models:/causal-intent/{champion}").predict(pd.DataFrame({"prompt": prompts}))
+    assert out.response.tolist() == served.response.tolist()  # the registered pyfunc's answers, unchanged
+
+    # The production log and drift monitoring are about labels and confidences: a generator is refused by name.
+    with pytest.raises(ConfigError, match="is a causal LM .*`tuneops predict"):
+        score_batch(config=cfg, input=str(tmp_path / "prompts.csv"), output=str(tmp_path / "log"))
+    assert not (tmp_path / "log").exists()
+    proc = cli("monitor", "--config", str(config), "--input", str(tmp_path / "answers.jsonl"))
+    assert proc.returncode != 0 and "causal LM" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_lora_is_gated_against_the_rescored_champion(full_then_lora):
     full, lora = full_then_lora
     assert lora.registration.version == "2" and lora.decision.champion_version == "1"
@@ -131,3 +168,12 @@ def test_chat_messages_data_trains_and_the_champion_is_rescored(prefect_server, 
                     {"role": "user", "content": "Which intent: change my pin"}]
     out = mlflow.pyfunc.load_model(f"models:/{name}/2").predict(pd.DataFrame({"prompt": [json.dumps(conversation)]}))
     assert list(out.columns) == ["response"] and len(out) == 1
+
+    # `tuneops predict` reads conversations from the messages column of a JSONL file (lists, not text).
+    from tuneops.scoring import predict_file
+
+    pd.DataFrame({"messages": [conversation]}).to_json(tmp_path / "ask.jsonl", orient="records", lines=True)
+    written = predict_file(cfg, str(tmp_path / "ask.jsonl"), str(tmp_path / "answers.jsonl"))
+    answers = pd.read_json(tmp_path / "answers.jsonl", lines=True, dtype=False)
+    assert written.rows == 1 and json.loads(answers.prompt[0]) == conversation
+    assert answers.response[0] == out.response[0]
