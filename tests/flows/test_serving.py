@@ -1,5 +1,6 @@
-"""The registered champion outside the training process: served over real HTTP by `mlflow models serve`,
-and loaded on "another machine" from nothing but a copy of the MLflow store and its artifacts."""
+"""Registered champions (a classifier and a causal LM) outside the training process, served over real HTTP by
+`mlflow models serve`; the classifier also loaded on "another machine" from nothing but a copy of the MLflow
+store and its artifacts."""
 
 from __future__ import annotations
 
@@ -59,36 +60,66 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
+    """A registered causal LM (model.task: causal_lm) champion; two epochs: serving, not quality, is tested."""
+    from flows.train_model import train_model
+    from tests.conftest import causal_config
+
+    name = "serve-generator"
+    outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 2},
+                                               gate={"floors": {"rouge_l": 0.0}}))
+    assert outcome.registration.promoted, outcome.decision.reason
+    return name
+
+
+def _serve_and_invoke(model_uri: str, column: str, values: list[str], folder: Path) -> list[dict]:
+    """Start `mlflow models serve` on a free loopback port, POST the values to /invocations, stop it."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = folder / "serve.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           # mlflow starts the scoring server as `uvicorn ...`, found on PATH: the venv's bin folder.
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_for_ping(url, proc, log)
+        body = {"dataframe_split": {"columns": [column], "data": [[v] for v in values]}}
+        request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200
+            return json.loads(response.read())["predictions"]
+    finally:
+        _stop(proc)
+
+
 def test_mlflow_models_serve_answers_invocations_with_the_champion(champion, tmp_path):
     """`mlflow models serve -m models:/NAME@champion --env-manager local` works offline and answers a real
     HTTP POST to /invocations with a label and a confidence per text. The server runs in its own
     process from an empty folder, so it gets the model (and the tuneops code packed with it) from the
     registry alone."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           # mlflow starts the scoring server as `uvicorn ...`, found on PATH: the venv's bin folder.
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{champion}@champion",
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        _wait_for_ping(url, proc, log)
-        body = {"dataframe_split": {"columns": ["text"], "data": [[t] for t in TEXTS]}}
-        request = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            assert response.status == 200
-            predictions = json.loads(response.read())["predictions"]
-    finally:
-        _stop(proc)
+    predictions = _serve_and_invoke(f"models:/{champion}@champion", "text", TEXTS, tmp_path)
     assert len(predictions) == 2
     for row in predictions:
         assert set(row) == {"label", "confidence"}
         assert row["label"] in LABELS and 0 < row["confidence"] <= 1
+
+
+def test_mlflow_models_serve_answers_prompts_with_a_generator(generator, tmp_path):
+    """A causal-LM champion served the same way answers each prompt with a response, exactly as the
+    registered pyfunc does in process (greedy decoding)."""
+    import mlflow
+
+    prompts = ["Which intent: How do I change my PIN?", "Which intent: my card still has not arrived"]
+    predictions = _serve_and_invoke(f"models:/{generator}@champion", "prompt", prompts, tmp_path)
+    expected = mlflow.pyfunc.load_model(f"models:/{generator}@champion").predict(pd.DataFrame({"prompt": prompts}))
+    assert [set(row) for row in predictions] == [{"response"}, {"response"}]
+    assert [row["response"] for row in predictions] == expected.response.tolist()
 
 
 LOAD_ON_MACHINE_B = """
