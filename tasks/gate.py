@@ -1,7 +1,7 @@
 """Decide whether the challenger may replace the champion, with statistics, and say why.
 
 Rules, in order (every one is recorded with its numbers, the first failures give the reason):
-1. floors: absolute minimums per metric;
+1. floors: absolute minimums per metric (and, for a causal LM, the ceiling gate.max_perplexity);
 2. champion comparison on the same test split: a paired bootstrap confidence interval of
    (challenger - champion) on the primary metric, or McNemar's exact test for accuracy;
    non-inferiority needs lower bound >= -max_regression, superiority needs lower bound > 0;
@@ -18,6 +18,7 @@ differences, and slices compare the mean primary score; per-class checks do not 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -151,6 +152,8 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
     for metric, floor in sorted(cfg.floors.items()):
         checks.append({"check": f"floor {metric}", "value": metrics[metric], "bound": floor,
                        "passed": metrics[metric] >= floor})
+    if cfg.max_perplexity is not None:
+        checks.append(perplexity_ceiling(challenger, cfg.max_perplexity))
     if champion is not None:
         checks.append(_compare(challenger, champion, cfg, champion_version or "?"))
         checks += slice_checks(challenger, champion, cfg)
@@ -175,8 +178,20 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
                               f"{' and previous split' if previous else ''} hold", champion_version, checks)
 
 
+def perplexity_ceiling(challenger: pd.DataFrame, ceiling: float) -> dict:
+    """Perplexity of the test references (token-weighted, from per-example nll/tokens) against the ceiling."""
+    if "nll" not in challenger.columns or challenger.tokens.sum() == 0:
+        return {"check": "ceiling perplexity", "value": None, "bound": ceiling, "passed": False}
+    value = math.exp(float(challenger.nll.sum() / challenger.tokens.sum()))
+    return {"check": "ceiling perplexity", "value": value, "bound": ceiling, "passed": value <= ceiling}
+
+
 def _explain(check: dict) -> str:
     name = check["check"]
+    if name.startswith("ceiling"):
+        if check["value"] is None:
+            return "perplexity was not measured (no per-example nll in the evaluation); unset gate.max_perplexity"
+        return f"perplexity {check['value']:.3f} is above the ceiling {check['bound']:.3f} (gate.max_perplexity)"
     if name.startswith("floor"):
         return f"{name.removeprefix('floor ')} {check['value']:.4f} is below the floor {check['bound']:.4f}"
     if name.startswith("vs champion"):

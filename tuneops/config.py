@@ -262,6 +262,10 @@ class GateConfig(_Section):
         description="Absolute minimum per metric (accuracy, macro_f1; rouge_l, exact_match for causal_lm), each "
         "in [0, 1].",
     )
+    max_perplexity: float | None = Field(
+        None, gt=1, description="causal_lm: highest perplexity of the test references the challenger may have "
+        "(a ceiling, like the floors); null: reported, not gated.",
+    )
     max_regression: float = Field(
         0.01, ge=0, le=1,
         description="Non-inferiority margin in absolute points (0.01 = one percentage point); also the most "
@@ -449,6 +453,8 @@ class TuneopsConfig(_Section):
                    "messages_column": d.messages_column}
         if self.model.task == "classification":
             given = [f"data.{k}" for k, v in columns.items() if v]
+            if g.max_perplexity is not None:
+                given.append("gate.max_perplexity")
             if given:
                 raise ValueError(f"{', '.join(given)} set but model.task is 'classification'; set model.task: "
                                  "causal_lm or remove them")

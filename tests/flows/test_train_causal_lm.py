@@ -132,6 +132,20 @@ def test_lora_is_gated_against_the_rescored_champion(full_then_lora):
     assert MlflowClient().get_model_version("causal-intent", "2").tags["tuneops.method"] == "lora"
 
 
+def test_perplexity_ceiling_blocks_promotion_and_says_so(prefect_server, tiny_causal_lm, instruction_csv):
+    from flows.train_model import train_model
+
+    name = "causal-ceiling"
+    outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 1},
+                                               gate={"max_perplexity": 1.0001}))
+    perplexity = MlflowClient().get_run(outcome.run_id).data.metrics["test_perplexity"]
+    assert perplexity > 1.0001
+    assert not outcome.decision.passed
+    assert outcome.decision.reason == (f"not promoted: perplexity {perplexity:.3f} is above the ceiling 1.000 "
+                                       "(gate.max_perplexity)")
+    assert not outcome.registration.promoted and registry.alias_version(name, "champion") is None
+
+
 def test_prompt_tuning_exports_base_plus_adapter(prefect_server, tiny_causal_lm, instruction_csv):
     from flows.train_model import train_model
 

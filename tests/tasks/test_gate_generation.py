@@ -65,3 +65,22 @@ def test_generation_gate_catches_a_slice_regression():
     assert not decision.passed
     assert "slice channel=web exact_match drops 1.0000" in decision.reason
     assert "channel=app" not in decision.reason
+
+
+def test_perplexity_ceiling_is_token_weighted_and_names_itself_when_crossed():
+    import math
+
+    frame = predictions(REFS[:4], REFS[:4])
+    frame["nll"], frame["tokens"] = [2.0, 4.0, 6.0, 0.0], [2, 2, 4, 0]  # mean nll per token: 12 / 8 = 1.5
+    perplexity = math.exp(1.5)  # 4.48
+    passed = decide(frame, GateConfig(primary_metric="rouge_l", floors={"rouge_l": 0.5}, max_perplexity=5.0))
+    ceiling = next(c for c in passed.checks if c["check"] == "ceiling perplexity")
+    assert passed.passed and ceiling["value"] == pytest_approx(perplexity)
+
+    failed = decide(frame, GateConfig(primary_metric="rouge_l", floors={"rouge_l": 0.5}, max_perplexity=4.0))
+    assert not failed.passed
+    assert failed.reason == "not promoted: perplexity 4.482 is above the ceiling 4.000 (gate.max_perplexity)"
+
+    unmeasured = decide(predictions(REFS[:4], REFS[:4]),
+                        GateConfig(primary_metric="rouge_l", floors={"rouge_l": 0.5}, max_perplexity=4.0))
+    assert not unmeasured.passed and "perplexity was not measured" in unmeasured.reason

@@ -37,6 +37,8 @@ def test_causal_lm_problems_are_named():
     ({"data": {**DATA, "max_rows_per_label": 5}, "model": {"task": "causal_lm"}}, "subset a classifier's labels"),
     ({"data": DATA, "model": {"task": "causal_lm"}, "training": {"distributed": {"launcher": "torchrun"}}},
      "launches classifier training only"),
+    ({"data": {"path": "x.csv"}, "gate": {"max_perplexity": 20}}, "gate.max_perplexity set but model.task"),
+    ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"max_perplexity": 0.5}}, "greater than 1"),
 ])
 def test_causal_lm_contradictions_fail(raw, message):
     with pytest.raises(ConfigError, match=message):
