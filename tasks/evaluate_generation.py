@@ -24,13 +24,21 @@ Generate = Callable[[list], list[str]]
 WORST = 10  # lowest-scoring examples shown in the report
 
 
-def generation_metrics(predictions: pd.DataFrame) -> dict[str, float]:
-    """Mean exact match and ROUGE-L, and perplexity when the per-example NLL is known."""
+def perplexity(predictions: pd.DataFrame) -> float | None:
+    """Token-weighted perplexity of the references from per-example nll/tokens; None when not measured."""
     import math
 
+    if "nll" not in predictions or predictions.tokens.sum() == 0:
+        return None
+    return math.exp(float(predictions.nll.sum() / predictions.tokens.sum()))
+
+
+def generation_metrics(predictions: pd.DataFrame) -> dict[str, float]:
+    """Mean exact match and ROUGE-L, and perplexity when the per-example NLL is known."""
     metrics = {"exact_match": float(predictions.exact_match.mean()), "rouge_l": float(predictions.rouge_l.mean())}
-    if "nll" in predictions and predictions.tokens.sum() > 0:
-        metrics["perplexity"] = math.exp(float(predictions.nll.sum() / predictions.tokens.sum()))
+    measured = perplexity(predictions)
+    if measured is not None:
+        metrics["perplexity"] = measured
     return metrics
 
 

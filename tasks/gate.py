@@ -18,7 +18,6 @@ differences, and slices compare the mean primary score; per-class checks do not 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -26,6 +25,7 @@ import pandas as pd
 from prefect import task
 
 from tasks.evaluate import ChampionScores, Evaluation
+from tasks.evaluate_generation import perplexity
 from tuneops.config import GENERATION_METRICS, GateConfig
 from tuneops.training import classification_metrics
 
@@ -179,11 +179,10 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
 
 
 def perplexity_ceiling(challenger: pd.DataFrame, ceiling: float) -> dict:
-    """Perplexity of the test references (token-weighted, from per-example nll/tokens) against the ceiling."""
-    if "nll" not in challenger.columns or challenger.tokens.sum() == 0:
-        return {"check": "ceiling perplexity", "value": None, "bound": ceiling, "passed": False}
-    value = math.exp(float(challenger.nll.sum() / challenger.tokens.sum()))
-    return {"check": "ceiling perplexity", "value": value, "bound": ceiling, "passed": value <= ceiling}
+    """Perplexity of the test references against the ceiling; failed when it was not measured."""
+    value = perplexity(challenger)
+    return {"check": "ceiling perplexity", "value": value, "bound": ceiling,
+            "passed": value is not None and value <= ceiling}
 
 
 def _explain(check: dict) -> str:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import numpy as np
 import pandas as pd
 
 from tuneops.config import TuneopsConfig
@@ -107,8 +108,8 @@ def _as_cell_text(value: Any) -> str:
         return value
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
-    if hasattr(value, "tolist") or isinstance(value, list | tuple):
-        return json.dumps([dict(m) for m in list(value)])
+    if isinstance(value, list | tuple | np.ndarray):
+        return json.dumps([dict(m) for m in value])
     return str(value)
 
 

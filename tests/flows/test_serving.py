@@ -67,8 +67,7 @@ def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
     from tests.conftest import causal_config
 
     name = "serve-generator"
-    outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 2},
-                                               gate={"floors": {"rouge_l": 0.0}}))
+    outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 2}))
     assert outcome.registration.promoted, outcome.decision.reason
     return name
 
