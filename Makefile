@@ -67,7 +67,7 @@ browser-deps:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 # Monitoring story with the real MiniLM: control traffic stays quiet; new intents drift, alert, retrain, promote.
 demo-monitoring: install
-	$(BIN)/python -m monitoring.demo
+	$(BIN)/python demos/monitoring.py
 
 # Drift-check timing (10k/100k/1M rows, embeddings) and false-alarm / detection rates.
 bench-monitoring: install

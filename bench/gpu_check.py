@@ -44,11 +44,11 @@ def prepare(work: Path) -> None:
     """Split BANKING77 with the project's split code and write MiniLM's weights in fp16."""
     import torch
     from safetensors.torch import load_file, save_file
+    from tuneops.tasks.data import load_dataset
 
-    from tasks.data import load_dataset
-    from tasks.split import split_frame
     from tuneops.config import load_config
     from tuneops.models import resolve_base
+    from tuneops.splits import split_frame
 
     cfg = load_config(CONFIG)
     splits = split_frame(load_dataset.fn(cfg.data), cfg.split_data(), cfg.split, work / "splits")
@@ -87,9 +87,10 @@ def run(work: Path, out: Path) -> None:
     import pandas as pd
     import torch
 
+    from tuneops.metrics import classification_metrics
     from tuneops.models import Classifier
     from tuneops.splits import SplitResult
-    from tuneops.training import classification_metrics, launch_distributed, train_classifier
+    from tuneops.training import launch_distributed, train
 
     os.environ.setdefault("TUNEOPS_HOME", str(work / "home"))
     raw = json.loads((work / "splits.json").read_text())
@@ -107,7 +108,7 @@ def run(work: Path, out: Path) -> None:
         run_dir = work / "runs" / name
         start = time.perf_counter()
         if cfg.training.distributed.launcher == "none":
-            result = train_classifier(cfg, splits, run_dir)
+            result = train(cfg, splits, run_dir)
         else:
             result = launch_distributed(cfg, splits, run_dir, "")
         wall = time.perf_counter() - start

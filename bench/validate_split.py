@@ -35,9 +35,9 @@ def main() -> None:
     import great_expectations  # noqa: F401  (import time is not validation time)
     import pandas as pd
 
-    from tasks.split import split_frame
-    from tasks.validation import validate_frame
+    from tuneops import families
     from tuneops.config import validate_config
+    from tuneops.splits import split_frame
 
     base = pd.read_csv(ROOT / "data/banking77/train.csv", dtype=str)
     df = pd.concat([base] * (args.rows // len(base) + 1), ignore_index=True).head(args.rows)
@@ -46,11 +46,11 @@ def main() -> None:
     cfg = validate_config({"data": {"path": "data/banking77/train.csv", "label_column": "category"}})
 
     start = time.perf_counter()
-    report = validate_frame(df, cfg)
+    report = families.of(cfg).validate(df, cfg, None)
     validation = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        split_frame(df, cfg.data, cfg.split, Path(tmp))
+        split_frame(df, cfg.split_data(), cfg.split, Path(tmp))
         split = time.perf_counter() - start
 
     kind = "all texts distinct" if args.distinct else "BANKING77 x100, 10,003 distinct texts"

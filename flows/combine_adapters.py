@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from prefect import flow
+from tuneops.tasks.combine import combine_adapters_task
+from tuneops.tasks.data import load_dataset
+from tuneops.tasks.judge import TrainOutcome, judge_and_register, record_config, report_outcome
+from tuneops.tasks.split import split_dataset
+from tuneops.tasks.validation import validate_data
 
-from flows.train_model import TrainOutcome, judge_and_register, record_config, report_outcome
-from tasks.combine import combine_adapters_task
-from tasks.data import load_dataset
-from tasks.split import split_dataset
 from tuneops import settings, tracking
 from tuneops.config import TuneopsConfig
 
@@ -20,14 +21,12 @@ def combine_adapters(config: TuneopsConfig, sources: list[str], weights: list[fl
     2. combine the sources' adapters with PEFT's weighted combination and merge them into the base model;
     3. evaluate on the test split, re-score the champion, gate, report and register, as for a trained model.
     """
-    from tasks.validation import validate_data
-
     with tracking.run(config.registry.experiment, run_name=f"combine-{config.registry.model_name}",
                       tags={"tuneops.combined_from": ",".join(sources)}) as run_id:
         record_config(config, run_id)
         data = validate_data(load_dataset(config.data), config, run_id)
         work = settings.runs_dir() / run_id
-        splits = split_dataset(data, config.data, config.split, work / "splits", run_id)
+        splits = split_dataset(data, config.split_data(), config.split, work / "splits", run_id)
         combined = combine_adapters_task(config, sources, weights, work, run_id)
         outcome = judge_and_register(config, data, splits, combined, work, run_id)
     report_outcome(outcome)

@@ -7,10 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from prefect import flow
-
-from monitoring.check import Window
-from monitoring.retrain import RetrainDecision
-from tasks.monitoring import (
+from tuneops.monitoring.check import Window
+from tuneops.monitoring.retrain import RetrainDecision
+from tuneops.tasks.production import (
     alert_text,
     check_drift,
     decide_retraining,
@@ -21,6 +20,7 @@ from tasks.monitoring import (
     resolve_reference,
     send_alerts,
 )
+
 from tuneops import tracking
 from tuneops.config import TuneopsConfig
 from tuneops.errors import ConfigError

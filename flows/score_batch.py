@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow
+from tuneops.tasks.scoring import append_prediction_log, read_texts, resolve_version, score_texts
 
-from tasks.scoring import append_prediction_log, read_texts, resolve_version, score_texts
 from tuneops.config import TuneopsConfig
-from tuneops.scoring import BatchResult, require_classifier
+from tuneops.scoring import BatchResult, require_prediction_log
 
 
 @flow(name="score_batch")
@@ -23,7 +23,7 @@ def score_batch(config: TuneopsConfig, input: str, output: str, version: str | N
     4. stamp each row with a UTC timestamp and its own request id, and write the batch as a new
        JSONL or Parquet file under ``<output>/date=YYYY-MM-DD/``: the production log monitoring reads.
     """
-    require_classifier(config, "score_batch")
+    require_prediction_log(config, "score_batch")
     name = config.registry.model_name
     resolved = resolve_version(name, version)
     texts = read_texts(input, config.data.text_column)

@@ -17,10 +17,11 @@ import yaml
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from tuneops.tasks.data import load_dataset
+from tuneops.tasks.split import split_dataset
+from tuneops.tasks.validation import validate_data
 
-from tasks.data import load_dataset
-from tasks.split import split_dataset
-from tuneops import settings, tracking
+from tuneops import families, settings, tracking
 from tuneops.config import SearchConfig, TuneopsConfig, apply_overrides, validate_config
 from tuneops.errors import ConfigError
 from tuneops.splits import SplitResult
@@ -77,12 +78,12 @@ def trial_configs(cfg: TuneopsConfig, combos: list[dict[str, Any]]) -> list[Tune
 def run_trial(number: int, cfg: TuneopsConfig, overrides: dict[str, Any], splits: SplitResult,
               parent_run_id: str) -> Trial:
     """Train one configuration and score it on validation, in a nested MLflow run."""
-    from tuneops.training import train_classifier
+    from tuneops.training import train
 
     with tracking.run(cfg.registry.experiment, run_name=f"trial-{number}", parent_run_id=parent_run_id,
                       tags={"tuneops.search.trial": str(number)}) as run_id:
         tracking.log_params(run_id, overrides)
-        result = train_classifier(cfg, splits, settings.runs_dir() / run_id, run_id)
+        result = train(cfg, splits, settings.runs_dir() / run_id, run_id)
         assert result is not None
         tracking.log_metrics(run_id, {f"best_validation_{k}": v for k, v in result.best_validation.items()})
     return Trial(number, overrides, result.best_validation, run_id, result.train_seconds)
@@ -108,27 +109,26 @@ def tune_hyperparameters(config: TuneopsConfig, output: str | None = None) -> Se
     1. build and validate every trial's config (a bad search space fails before any training);
     2. load the dataset and split it exactly as train_model would;
     3. train each trial (a task, and a nested MLflow run under this search's run);
-    4. pick the best validation score of the gate's primary metric; ties go to the earlier trial;
+    4. pick the best validation score of the family's search metric (a classifier: the gate's primary
+       metric); ties go to the earlier trial;
     5. write the best full config (``output`` or the run's folder) and log it with a report.
     """
-    from tasks.validation import validate_data
-
-    if config.model.task != "classification":
-        raise ConfigError("tune_hyperparameters searches classifiers; for model.task causal_lm run train_model per "
-                          "configuration for now")
+    family = families.of(config)
+    families.require(config, "tune_hyperparameters", family.search_metric is not None)
     if config.search is None:
         raise ConfigError("the config has no 'search' section; add search.space with the keys and values to try")
     combos = candidates(config.search)
     configs = trial_configs(config, combos)
-    metric = config.gate.primary_metric
+    metric, higher_is_better = family.search_metric(config)
     with tracking.run(config.registry.experiment, run_name=f"search-{config.registry.model_name}",
                       tags={"tuneops.search": "true"}) as run_id:
         tracking.log_params(run_id, {"search": config.search.model_dump(mode="json")})
         data = validate_data(load_dataset(config.data), config, run_id)
-        splits = split_dataset(data, config.data, config.split, settings.runs_dir() / run_id / "splits", run_id)
+        splits = split_dataset(data, config.split_data(), config.split, settings.runs_dir() / run_id / "splits", run_id)
         trials = [run_trial(n, cfg, combo, splits, run_id)
                   for n, (cfg, combo) in enumerate(zip(configs, combos, strict=True), start=1)]
-        best = max(trials, key=lambda t: (t.validation[metric], -t.number))
+        sign = 1 if higher_is_better else -1
+        best = max(trials, key=lambda t: (sign * t.validation[metric], -t.number))
         best_config = configs[best.number - 1].model_dump(mode="json", exclude={"search"})
         path = Path(output) if output else settings.runs_dir() / run_id / "best_config.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)

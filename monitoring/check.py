@@ -21,12 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+from tuneops.monitoring.drift import DriftResult, check_columns, check_drift
 
-from monitoring.drift import DriftResult, check_columns, check_drift
-from tuneops import settings
+from tuneops import families, settings
 from tuneops.config import TuneopsConfig, validate_config
 from tuneops.errors import DataError, RegistryError
-from tuneops.scoring import require_classifier
 from tuneops.storage import Source, list_sources, parse, read_bytes
 
 DATE_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
@@ -120,7 +119,7 @@ def champion_lineage(model_name: str) -> tuple[str, str, str, TuneopsConfig]:
 
 def resolve_reference(cfg: TuneopsConfig) -> Reference:
     """The champion's training data, sampled and scored by the champion (cached per version and sample)."""
-    from tasks.data import select_subset
+    from tuneops.data import select_subset
     from tuneops.scoring import score_texts
     from tuneops.storage import read_dataset
 
@@ -163,7 +162,7 @@ def _held_out_rows(run_id: str, text_column: str) -> pd.DataFrame:
 def run_check(cfg: TuneopsConfig, predictions: str, window: Window, report_file: str | Path,
               reference: Reference | None = None) -> tuple[DriftResult, Reference]:
     """Read the window, resolve the reference, compare, write the HTML report."""
-    require_classifier(cfg, "drift monitoring")
+    families.require(cfg, "drift monitoring", bool(families.of(cfg).drift_signals))
     current = read_window(predictions, window)
     reference = reference or resolve_reference(cfg)
     result = check_drift(reference.frame, current, cfg.monitoring, reference.config.model.base, report_file,

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tuneops.monitoring.signals import DESCRIPTORS, describe, embed
 
-from monitoring.signals import DESCRIPTORS, describe, embed
 from tuneops.config import MonitoringConfig
 from tuneops.errors import DataError
 

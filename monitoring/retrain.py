@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from tuneops.monitoring.drift import DriftResult
 
-from monitoring.drift import DriftResult
 from tuneops import settings
 from tuneops.config import RetrainConfig, TuneopsConfig
 from tuneops.storage import read_dataset, write_bytes
@@ -91,7 +91,7 @@ def replay_config(train_cfg: TuneopsConfig, previous: pd.DataFrame, new: pd.Data
     Labels that only the new data has are added to ``data.select_labels`` (when the champion used a
     subset), otherwise the new intents would be filtered out again. Returns (config, data URI, fingerprint).
     """
-    from tasks.data import fingerprint
+    from tuneops.data import fingerprint
 
     d = train_cfg.data
     columns = [c for c in previous.columns if c in new.columns]
@@ -107,15 +107,14 @@ def replay_config(train_cfg: TuneopsConfig, previous: pd.DataFrame, new: pd.Data
     return raw, uri, digest
 
 
-def trigger(cfg: TuneopsConfig, train_cfg: TuneopsConfig, new: pd.DataFrame, champion_version: str
-            ) -> tuple[str, str, str]:
-    """Start the training deployment on previous + new data; returns (flow run id, data URI, idempotency key)."""
-    from prefect.deployments import run_deployment
+def retrain_request(cfg: TuneopsConfig, train_cfg: TuneopsConfig, new: pd.DataFrame, champion_version: str
+                    ) -> tuple[dict[str, Any], str, str]:
+    """The training run to start on previous + new data: (its config, the data URI, its idempotency key).
 
+    The key derives from the champion version and the combined data's fingerprint, so two triggers for
+    the same situation ask for the same run (tuneops.tasks.production starts it).
+    """
     previous = read_dataset(train_cfg.data.path)
     out = cfg.monitoring.retrain.output or str(settings.home() / "retrain")
     params, uri, digest = replay_config(train_cfg, previous, new, out)
-    key = f"retrain-{cfg.registry.model_name}-v{champion_version}-{digest}"
-    run = run_deployment(cfg.monitoring.retrain.deployment, parameters={"config": params}, timeout=0,
-                         idempotency_key=key, as_subflow=False, tags=["tuneops-retrain"])
-    return str(run.id), uri, key
+    return params, uri, f"retrain-{cfg.registry.model_name}-v{champion_version}-{digest}"

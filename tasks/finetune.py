@@ -1,4 +1,4 @@
-"""The fine-tune task: train the configured method in this process or in a distributed launch."""
+"""The fine-tune task: the shared trainer (tuneops.training) in this process or in a distributed launch."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tuneops.config import TuneopsConfig
 from tuneops.splits import SplitResult
-from tuneops.training import TrainResult, launch_distributed, train_classifier
+from tuneops.training import TrainResult, launch_distributed, train
 
 
 @task(name="fine-tune", cache_policy=NO_CACHE)
@@ -18,7 +18,7 @@ def fine_tune(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: st
     from tuneops import tracking
 
     if cfg.training.distributed.launcher == "none":
-        result = train_classifier(cfg, splits, out_dir, run_id)
+        result = train(cfg, splits, out_dir, run_id)
         assert result is not None  # a single process is rank 0
     else:
         result = launch_distributed(cfg, splits, out_dir, run_id)

@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tuneops.startup import prepare_training
 
     prepare_training(cfg.registry.experiment)
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     _strip_expected_tracebacks()
     outcome = train_model(config=cfg)
@@ -77,7 +77,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from tuneops.startup import prepare_training
 
     prepare_training(cfg.registry.experiment)
-    from flows.tune_hyperparameters import tune_hyperparameters
+    from tuneops.flows.tune_hyperparameters import tune_hyperparameters
 
     _strip_expected_tracebacks()
     outcome = tune_hyperparameters(config=cfg, output=args.output)
@@ -125,7 +125,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from infra import stack
+    from tuneops.infra import stack
 
     stack.up(stack.StackSettings.from_env(host=args.host, prefect_port=args.prefect_port,
                                           mlflow_port=args.mlflow_port, mlflow_artifacts=args.mlflow_artifacts))
@@ -133,7 +133,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from infra import stack
+    from tuneops.infra import stack
 
     stack.down(stack.StackSettings.from_env())
     return 0
@@ -146,8 +146,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     check_services()
     from datetime import UTC, datetime, timedelta
 
-    from monitoring.check import Window, run_check
     from tuneops import settings
+    from tuneops.monitoring.check import Window, run_check
 
     window = Window(datetime.now(UTC) - timedelta(hours=args.hours) if args.hours else None, None)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from tuneops.errors import ConfigError
+from tuneops.families import FAMILIES
 from tuneops.methods import METHODS
 
 METRICS = ("accuracy", "macro_f1")
@@ -133,15 +134,24 @@ class ModelConfig(_Section):
         "a local folder saved with save_pretrained, or a hub id (needs a populated HF cache offline).",
     )
     max_length: int = Field(64, ge=8, le=8192, description="Token limit per text; longer texts are truncated.")
-    task: Literal["classification", "causal_lm"] = Field(
-        "classification", description="Task family: 'classification' (text -> label, a sequence classifier) or "
-        "'causal_lm' (instruction tuning: prompt -> generated response, a causal language model).")
+    task: str = Field(
+        "classification",
+        description="Task family: " + "; ".join(f"'{f.name}' ({f.summary})" for f in FAMILIES.values())
+        + ". Each is a module in tuneops/families/.")
     prompt_template: str = Field(
         DEFAULT_TEMPLATE, description="causal_lm: how a prompt is shown to the model when its tokenizer has no chat "
         "template; must contain '{prompt}'. The response follows it, then the EOS token.")
     max_new_tokens: int = Field(
         32, ge=1, le=4096, description="causal_lm: most tokens generated per prompt (greedy) in evaluation and "
         "serving.")
+
+    @model_validator(mode="after")
+    def _known_task(self) -> ModelConfig:
+        if self.task not in FAMILIES:
+            hint = difflib.get_close_matches(self.task, list(FAMILIES), n=1)
+            raise ValueError(f"unknown model.task '{self.task}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                             + f"; known: {', '.join(FAMILIES)}")
+        return self
 
     @model_validator(mode="after")
     def _template(self) -> ModelConfig:
@@ -205,17 +215,25 @@ class _TrainingBase(_Section):
         0.005, ge=0, le=1, description="Largest allowed change of the validation primary metric between the "
         "trained model and its exported (merged or reloaded) form; more fails the run before registration.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method_settings(cls, data: Any) -> Any:
+        """The chosen method's settings default to that method's defaults (filled in before validation)."""
+        if isinstance(data, dict):
+            method = METHODS.get(data.get("method", "lora"))
+            if method is not None and method.settings is not None and data.get(method.name) is None:
+                data = {**data, method.name: {}}
+        return data
+
     @model_validator(mode="after")
     def _method_settings(self) -> _TrainingBase:
         if self.method not in METHODS:
             hint = difflib.get_close_matches(self.method, list(METHODS), n=1)
             raise ValueError(f"unknown method '{self.method}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                              + f"; known: {', '.join(METHODS)}")
-        for name, method in METHODS.items():
+        for name in METHODS:
             given = getattr(self, name, None)
-            if name == self.method and given is None and method.settings is not None:
-                self.__dict__[name] = method.settings()
-            elif name != self.method and given is not None:
+            if name != self.method and given is not None:
                 raise ValueError(f"{name} settings are given but method is '{self.method}'; remove '{name}' or "
                                  f"set method: {name}")
         return self
@@ -446,61 +464,31 @@ class TuneopsConfig(_Section):
                 )
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """Gate settings the task family sets unless the config does (e.g. rouge_l for causal_lm), filled in
+        before validation so that a validated config is never changed afterwards."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model")
+        family = FAMILIES.get(model.get("task", "classification") if isinstance(model, dict) else "classification")
+        gate = data.get("gate") if data.get("gate") is not None else {}
+        if family is None or not isinstance(gate, dict):
+            return data  # an unknown task or a malformed gate section is reported by validation
+        return {**data, "gate": {**family.gate_defaults, **gate}}
+
     @model_validator(mode="after")
     def _task_family(self) -> TuneopsConfig:
-        d, g = self.data, self.gate
-        columns = {"prompt_column": d.prompt_column, "response_column": d.response_column,
-                   "messages_column": d.messages_column}
-        if self.model.task == "classification":
-            given = [f"data.{k}" for k, v in columns.items() if v]
-            if g.max_perplexity is not None:
-                given.append("gate.max_perplexity")
-            if given:
-                raise ValueError(f"{', '.join(given)} set but model.task is 'classification'; set model.task: "
-                                 "causal_lm or remove them")
-            return self
-        problems = []
-        if d.messages_column and (d.prompt_column or d.response_column):
-            problems.append("data.messages_column and data.prompt_column/response_column are alternatives; "
-                            "give one or the other")
-        elif not d.messages_column and not (d.prompt_column and d.response_column):
-            problems.append("model.task causal_lm needs data.prompt_column and data.response_column (or "
-                            "data.messages_column)")
-        if d.select_labels is not None or d.max_rows_per_label is not None:
-            problems.append("data.select_labels / max_rows_per_label subset a classifier's labels; remove them "
-                            "with model.task causal_lm")
-        if self.training.distributed.launcher != "none":
-            problems.append(f"training.distributed.launcher '{self.training.distributed.launcher}' launches "
-                            "classifier training only; causal_lm trains in one process: set it to none")
-        # Defaults follow the family unless set explicitly.
-        if "primary_metric" not in g.model_fields_set:
-            g.__dict__["primary_metric"] = "rouge_l"
-        if "floors" not in g.model_fields_set:
-            g.__dict__["floors"] = {"rouge_l": 0.0}
-        if g.primary_metric not in GENERATION_METRICS:
-            problems.append(f"gate.primary_metric '{g.primary_metric}' is a classification metric; with model.task "
-                            f"causal_lm use one of {', '.join(GENERATION_METRICS)}")
-        if g.test == "mcnemar":
-            problems.append("gate.test 'mcnemar' needs per-example correctness of a classifier; use bootstrap with "
-                            "causal_lm")
-        wrong = sorted(k for k in g.floors if k not in GENERATION_METRICS)
-        if wrong:
-            problems.append(f"gate.floors {', '.join(wrong)} do not apply to causal_lm; use "
-                            f"{', '.join(GENERATION_METRICS)}")
+        problems = FAMILIES[self.model.task].config_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
     def split_data(self) -> DataConfig:
-        """The data section as the split sees it: for causal_lm, the prompt keys a row, the response is its target.
-
-        With a messages column, the (JSON-serialised) conversation is both.
-        """
-        d = self.data
-        if self.model.task != "causal_lm":
-            return d
-        key = d.messages_column or d.prompt_column
-        return d.model_copy(update={"text_column": key, "label_column": d.messages_column or d.response_column})
+        """The data section as the split sees it: the task family says which column keys a row and which is its
+        target (a classifier: text and label; a causal LM: prompt and response)."""
+        return FAMILIES[self.model.task].split_data(self)
 
     def fingerprint(self) -> str:
         """Hash of the resolved config: two runs with the same hash were configured identically."""

@@ -22,14 +22,11 @@ from tuneops.errors import TuneopsError
 _log = logging.getLogger("tuneops.engine")
 
 
-def logger() -> Any:
-    """The Prefect run logger inside a flow or task (shown in the UI and the CLI), else a plain logger."""
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # noqa: BLE001  (no run context: a worker process of a distributed launch)
-        return _log
+def logger() -> logging.Logger:
+    """The engine's logger. Prefect forwards the ``tuneops`` loggers to the run's log (shown in the UI and the
+    CLI) through PREFECT_LOGGING_EXTRA_LOGGERS, which :func:`tuneops.settings.configure_environment` sets; a
+    worker process of a distributed launch gives it a handler of its own."""
+    return _log
 
 
 class TrainingError(TuneopsError):

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tuneops.config import TuneopsConfig
-from tuneops.errors import ConfigError, DataError, RegistryError
+from tuneops.errors import DataError, RegistryError
 from tuneops.storage import is_s3, read_dataset, write_bytes
 
 LogFormat = Literal["jsonl", "parquet"]
@@ -88,18 +88,17 @@ def check_text_column(frame: pd.DataFrame, text_column: str, source: str = "inpu
 
 
 def input_column(cfg: TuneopsConfig) -> str:
-    """The column a model reads: a classifier's text column; a causal LM's prompt (or chat messages) column."""
-    if cfg.model.task == "causal_lm":
-        return cfg.data.prompt_column or cfg.data.messages_column or "prompt"
-    return cfg.data.text_column
+    """The column a model reads (the family's: a classifier's text column, a causal LM's prompt column)."""
+    from tuneops import families
+
+    return families.of(cfg).input_column(cfg)
 
 
-def require_classifier(cfg: TuneopsConfig, what: str) -> None:
-    """Refuse a causal-LM config where only classifier predictions (label, confidence) make sense."""
-    if cfg.model.task == "causal_lm":
-        raise ConfigError(f"{what} works on classifier predictions (a label and a confidence per text), and "
-                          f"{cfg.registry.model_name} is a causal LM (model.task: causal_lm); score its prompts with "
-                          "`tuneops predict --config CONFIG --input FILE --output FILE` instead")
+def require_prediction_log(cfg: TuneopsConfig, stage: str) -> None:
+    """Refuse a stage that needs the production prediction log of a family that has none."""
+    from tuneops import families
+
+    families.require(cfg, stage, bool(families.of(cfg).prediction_columns))
 
 
 def _as_cell_text(value: Any) -> str:

@@ -25,14 +25,15 @@ QUIET_ENV = {
     "GIT_PYTHON_REFRESH": "quiet",
     "PREFECT_LOGGING_LOG_PRINTS": "true",
     "PREFECT_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    # Library code logs to the `tuneops` loggers, never through Prefect: Prefect forwards them to the run's log.
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tuneops",
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
 }
 
 
 def home() -> Path:
-    """The working folder for local state (created on first use)."""
-    path = Path(os.environ.get("TUNEOPS_HOME", ".tuneops")).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """The working folder for local state (``configure_environment`` creates it; writers create their subfolders)."""
+    return Path(os.environ.get("TUNEOPS_HOME", ".tuneops")).resolve()
 
 
 def configure_environment() -> None:
@@ -40,6 +41,7 @@ def configure_environment() -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     base = home()
+    base.mkdir(parents=True, exist_ok=True)  # the SQLite stores below need their folder
     os.environ.setdefault("PREFECT_HOME", str(base / "prefect"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'mlflow.db'}")
 
@@ -51,13 +53,9 @@ def artifact_root() -> Path:
 
 def runs_dir() -> Path:
     """Scratch space for training outputs (split files, checkpoints) before they go to MLflow."""
-    path = home() / "runs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return home() / "runs"
 
 
 def checkpoints_dir() -> Path:
     """Training checkpoints, keyed by what is trained, so a re-run after a crash finds and resumes them."""
-    path = home() / "checkpoints"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return home() / "checkpoints"

@@ -18,7 +18,7 @@ def main(job_file: str) -> None:
     from tuneops import settings
     from tuneops.config import TuneopsConfig
     from tuneops.splits import SplitResult
-    from tuneops.training import train_classifier
+    from tuneops.training import train
 
     settings.configure_environment()
     # Our own handler: DeepSpeed configures the root logger on import, so basicConfig would do nothing.
@@ -31,7 +31,7 @@ def main(job_file: str) -> None:
     engine_log.propagate = False
     job = json.loads(Path(job_file).read_text())
     cfg = TuneopsConfig.model_validate(job["config"])
-    result = train_classifier(cfg, SplitResult(**job["splits"]), Path(job["out_dir"]), job["run_id"])
+    result = train(cfg, SplitResult(**job["splits"]), Path(job["out_dir"]), job["run_id"])
     if result is not None:
         Path(job["result"]).write_text(json.dumps(dataclasses.asdict(result)))
 

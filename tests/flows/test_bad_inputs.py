@@ -179,7 +179,7 @@ def test_corpus_is_large_and_distinct():
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_bad_input_stops_before_training(case: Case, prefect_server, tiny_model, tmp_path, monkeypatch, request):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     if case.s3:
         request.getfixturevalue("s3_endpoint")
@@ -198,7 +198,7 @@ def test_bad_input_stops_before_training(case: Case, prefect_server, tiny_model,
 
 def test_failed_validation_report_is_recorded_and_masked(prefect_server, tiny_model, tmp_path):
     """The full report lands on the MLflow run (JSON, markdown, Data Docs HTML) with PII masked."""
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     df = _set(good(), slice(0, 2), "text", "write to jane.roe@example.com")
     cfg = tiny_config(write_csv(df, tmp_path / "d.csv"), tiny_model, "corpus-report")

@@ -22,8 +22,8 @@ def _cfg(path: str, name: str):
 
 
 def test_combined_adapters_are_gated_and_registered(prefect_server, company_csv, tmp_path):
-    from flows.combine_adapters import combine_adapters
-    from flows.train_model import train_model
+    from tuneops.flows.combine_adapters import combine_adapters
+    from tuneops.flows.train_model import train_model
 
     frame = pd.read_csv(company_csv)
     halves = [tmp_path / "first.csv", tmp_path / "second.csv"]
@@ -44,8 +44,8 @@ def test_combined_adapters_are_gated_and_registered(prefect_server, company_csv,
 
 
 def test_combining_a_non_lora_model_is_refused(prefect_server, tiny_model, company_csv):
-    from flows.combine_adapters import combine_adapters
-    from flows.train_model import train_model
+    from tuneops.flows.combine_adapters import combine_adapters
+    from tuneops.flows.train_model import train_model
 
     train_model(config=tiny_config(company_csv, tiny_model, "combine-full"))
     with pytest.raises(TrainingError, match="only LoRA adapters can be combined"):

@@ -1,6 +1,6 @@
 """Multi-process training on this CPU machine: 2-process DDP over gloo, DeepSpeed ZeRO-2, and ZeRO-3 with LoRA
-on MiniLM (weights sharded across the workers, gathered for the export), all launched by the flow's fine-tune task
-through torchrun; each registers a model that loads and predicts."""
+on MiniLM (weights sharded across the workers, gathered for the export), and 2-process DDP of a causal LM, all
+launched by the flow's fine-tune task through torchrun; each registers a model that loads and predicts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import LABELS, MINILM, ROOT, tiny_config
+from tests.conftest import LABELS, MINILM, ROOT, causal_config, tiny_config
 from tuneops.engine import TrainingError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -49,7 +49,7 @@ def _run_logs(flow_run_id) -> str:
 ], ids=["ddp", "zero2-full", "zero3-lora"])
 def test_two_process_training_registers_a_model_that_predicts(launcher, method, extra, prefect_server, tiny_model,
                                                                company_csv):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     name = f"distributed-{launcher}-{method}"
     state = train_model(config=_distributed_config(company_csv, tiny_model, name, method, launcher=launcher,
@@ -68,8 +68,29 @@ def test_two_process_training_registers_a_model_that_predicts(launcher, method, 
     assert out["label"].iloc[0] in LABELS
 
 
+def test_two_process_causal_lm_training_registers_a_generator(prefect_server, tiny_causal_lm, instruction_csv):
+    """One trainer for both families: the causal LM trains under torchrun DDP like a classifier does."""
+    from tuneops.flows.train_model import train_model
+
+    name = "distributed-causal"
+    cfg = causal_config(instruction_csv, tiny_causal_lm, name,
+                        training={"batch_size": 8, "distributed": {"launcher": "torchrun", "processes": 2}})
+    state = train_model(config=cfg, return_state=True)
+    outcome = state.result()
+    text = _run_logs(state.state_details.flow_run_id)
+    assert "launching 2 torchrun workers" in text and "rank0" in text and "rank1" in text
+    test_path = MlflowClient().download_artifacts(outcome.run_id, "splits/test.parquet")
+    majority = float(pd.read_parquet(test_path).response.value_counts(normalize=True).iloc[0])
+    assert outcome.test_metrics["exact_match"] > majority + 0.2, outcome.test_metrics  # it learned the intents
+    run = MlflowClient().get_run(outcome.run_id).data.metrics
+    assert run["best_validation_loss"] < 1.0 and "validation_loss" in run
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{outcome.registration.version}")
+    out = model.predict(pd.DataFrame({"prompt": ["Which intent: How do I change my PIN?"]}))
+    assert list(out.columns) == ["response"] and len(out) == 1
+
+
 def test_failed_launch_fails_the_task_with_the_log_tail(prefect_server, tiny_model, company_csv, tmp_path):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     broken = tmp_path / "zero.json"
     broken.write_text('{"zero_optimization": {"stage": 7}, "train_micro_batch_size_per_gpu": "auto"}')

@@ -28,7 +28,7 @@ METHOD_SETTINGS = {
 
 @pytest.mark.parametrize("method", list(METHOD_SETTINGS))
 def test_method_trains_registers_and_predicts(method, prefect_server, company_csv):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     name = f"method-{method}"
     cfg = tiny_config(company_csv, MINILM, name,

@@ -1,5 +1,5 @@
 """Kill a real training run with SIGKILL mid-way; the next run resumes from its checkpoint and finishes
-with the metrics an uninterrupted run gets.
+with the metrics an uninterrupted run gets (a classifier; a causal LM resumes through the same loop).
 
 Each `tuneops train` here is a separate process with its own TUNEOPS_HOME, so it starts its own
 local Prefect API and SQLite MLflow store, as a user's would.
@@ -60,10 +60,8 @@ def _test_metrics(home: Path, name: str) -> dict[str, float]:
     return client.get_run(version.run_id).data.metrics
 
 
-def test_sigkilled_training_resumes_and_matches_uninterrupted(tmp_path, tiny_model, company_csv):
-    home = tmp_path / "home"
-    config = _config(tmp_path / "resume.yaml", company_csv, tiny_model, "resumed")
-
+def _kill_after_two_epochs_then_resume(home: Path, config: Path, epochs: int) -> None:
+    """SIGKILL a `tuneops train` once two epochs are checkpointed; the rerun must resume, finish and clean up."""
     first = _train(home, config, start_new_session=True)
     deadline = time.monotonic() + 300
     while not any(e >= 2 for e in _checkpoint_epochs(home)):
@@ -73,14 +71,20 @@ def test_sigkilled_training_resumes_and_matches_uninterrupted(tmp_path, tiny_mod
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert first.returncode == -signal.SIGKILL
-    killed_at = max(_checkpoint_epochs(home))
-    assert killed_at < 12, "the run was killed after it had finished training"
+    assert max(_checkpoint_epochs(home)) < epochs, "the run was killed after it had finished training"
 
     second = _train(home, config)
     out, _ = second.communicate(timeout=600)
     assert second.returncode == 0, out[-3000:]
     assert "resuming from" in out and "checkpoint-" in out
     assert not list((home / "checkpoints").glob("*/checkpoint-*")), "checkpoints are removed after success"
+
+
+def test_sigkilled_training_resumes_and_matches_uninterrupted(tmp_path, tiny_model, company_csv):
+    home = tmp_path / "home"
+    config = _config(tmp_path / "resume.yaml", company_csv, tiny_model, "resumed")
+
+    _kill_after_two_epochs_then_resume(home, config, epochs=12)
     resumed = _test_metrics(home, "resumed")
 
     reference_home = tmp_path / "reference"
@@ -116,3 +120,21 @@ def test_resume_on_another_machine_from_checkpoints_mirrored_to_s3(tmp_path, tin
     assert second.returncode == 0, out[-3000:]
     assert "resuming from" in out
     assert storage.list_keys("s3://checkpoints/team") == [], "the mirror is cleaned up after success"
+
+
+def test_sigkilled_causal_lm_training_resumes_through_the_flow(tmp_path, tiny_causal_lm, instruction_csv):
+    """The causal LM trains in the same loop as a classifier: killed mid-way, the rerun resumes and registers."""
+    home = tmp_path / "home"
+    config = tmp_path / "causal.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"path": instruction_csv, "prompt_column": "prompt", "response_column": "response"},
+        "validation": {"min_rows_per_class": 1},
+        "model": {"base": tiny_causal_lm, "task": "causal_lm", "max_length": 48, "max_new_tokens": 6},
+        "training": {"method": "full", "epochs": 10, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
+                     "warmup_ratio": 0.0},
+        "registry": {"model_name": "resumed-causal", "experiment": "resume"},
+    }))
+    _kill_after_two_epochs_then_resume(home, config, epochs=10)
+    metrics = _test_metrics(home, "resumed-causal")
+    assert metrics["epochs_run"] == pytest.approx(10) and metrics["best_validation_loss"] < 1.0, metrics
+    assert 0.0 <= metrics["test_exact_match"] <= 1.0 and "test_rouge_l" in metrics

@@ -48,7 +48,7 @@ def _check_log(frame: pd.DataFrame, uri: str, version: str) -> None:
 
 
 def test_batches_append_date_partitioned_jsonl_files(config, batch_csv, tmp_path):
-    from flows.score_batch import score_batch
+    from tuneops.flows.score_batch import score_batch
 
     out = tmp_path / "prediction-log"
     first = score_batch(config=config, input=batch_csv, output=str(out))
@@ -67,7 +67,7 @@ def test_batches_append_date_partitioned_jsonl_files(config, batch_csv, tmp_path
 
 def test_predict_and_score_batch_give_the_same_predictions(config, batch_csv, tmp_path):
     """`tuneops predict` and score_batch share one scoring path, so they agree row for row."""
-    from flows.score_batch import score_batch
+    from tuneops.flows.score_batch import score_batch
 
     logged = score_batch(config=config, input=batch_csv, output=str(tmp_path / "log"))
     written = predict_file(config, batch_csv, str(tmp_path / "predict.jsonl"))
@@ -79,7 +79,7 @@ def test_predict_and_score_batch_give_the_same_predictions(config, batch_csv, tm
 
 
 def test_scores_an_s3_prefix_into_an_s3_parquet_log(config, s3_endpoint):
-    from flows.score_batch import score_batch
+    from tuneops.flows.score_batch import score_batch
 
     make_bucket("scoring")
     csv = pd.DataFrame({"text": TEXTS[:2]}).to_csv(index=False).encode()
@@ -105,7 +105,7 @@ def test_scores_an_s3_prefix_into_an_s3_parquet_log(config, s3_endpoint):
 
 
 def test_user_errors_are_clear_and_write_nothing(prefect_server, config, batch_csv, tiny_model, tmp_path):
-    from flows.score_batch import score_batch
+    from tuneops.flows.score_batch import score_batch
 
     out = tmp_path / "log"
     never = tiny_config(config.data.path, tiny_model, "never-trained-for-scoring")

@@ -63,7 +63,8 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
     """A registered causal LM (model.task: causal_lm) champion; two epochs: serving, not quality, is tested."""
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
+
     from tests.conftest import causal_config
 
     name = "serve-generator"
@@ -178,7 +179,8 @@ def test_model_registered_on_one_machine_predicts_on_another_from_a_copied_store
     port so any network attempt fails) loads ``models:/NAME@champion`` and predicts exactly what the
     model predicted on A, running the tuneops code packed inside the copied artifacts.
     """
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
+
     from tuneops.scoring import score_texts
 
     name = "portable-model"

@@ -28,7 +28,7 @@ def majority_rate(test_path: str) -> float:
 @pytest.fixture(scope="module")
 def full_then_lora(prefect_server, tiny_causal_lm, instruction_csv):
     """Full fine-tuning registers the first champion; a LoRA run is then gated against it."""
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     full = train_model(config=causal_config(instruction_csv, tiny_causal_lm, "causal-intent"))
     lora = train_model(config=causal_config(
@@ -76,8 +76,8 @@ def test_registered_generator_answers_prompts(full_then_lora):
 def test_predict_cli_writes_responses_and_classifier_only_commands_refuse_a_generator(
         full_then_lora, tiny_causal_lm, instruction_csv, tmp_path):
     import yaml
+    from tuneops.flows.score_batch import score_batch
 
-    from flows.score_batch import score_batch
     from tuneops.errors import ConfigError
 
     cfg = causal_config(instruction_csv, tiny_causal_lm, "causal-intent")
@@ -127,7 +127,7 @@ def test_lora_is_gated_against_the_rescored_champion(full_then_lora):
 
 
 def test_perplexity_ceiling_blocks_promotion_and_says_so(prefect_server, tiny_causal_lm, instruction_csv):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     name = "causal-ceiling"
     outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 1},
@@ -141,7 +141,7 @@ def test_perplexity_ceiling_blocks_promotion_and_says_so(prefect_server, tiny_ca
 
 
 def test_prompt_tuning_exports_base_plus_adapter(prefect_server, tiny_causal_lm, instruction_csv):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     outcome = train_model(config=causal_config(
         instruction_csv, tiny_causal_lm, "causal-prompt-tuning",
@@ -157,7 +157,7 @@ def test_chat_messages_data_trains_and_the_champion_is_rescored(prefect_server, 
     """A messages column (JSONL conversations) goes through validation, split, training, re-scoring and serving."""
     import json
 
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     frame = pd.read_csv(instruction_csv)
     path = tmp_path / "chats.jsonl"

@@ -20,7 +20,7 @@ ROOT_DATA = Path(__file__).resolve().parents[2] / "data/banking77/train.csv"
 @pytest.fixture(scope="module")
 def trained_twice(prefect_server, tiny_model, company_csv):
     """Two runs of the flow on the same data: the second is gated against the first's champion."""
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     cfg = tiny_config(company_csv, tiny_model, "flow-twice")
     return train_model(config=cfg), train_model(config=cfg)
@@ -81,7 +81,7 @@ def test_registered_model_predicts_labels_and_confidences(trained_twice):
 
 
 def test_failing_gate_registers_challenger_and_leaves_champion(prefect_server, tiny_model, company_csv):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     name = "flow-gate-fails"
     train_model(config=tiny_config(company_csv, tiny_model, name))
@@ -95,7 +95,7 @@ def test_failing_gate_registers_challenger_and_leaves_champion(prefect_server, t
 
 
 def test_bad_data_stops_before_training(prefect_server, tiny_model, tmp_path):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     bad = tmp_path / "bad.csv"
     frame = pd.DataFrame({"text": ["hello there"] * 30 + [""] * 5, "category": ["a"] * 15 + ["b"] * 20})
@@ -142,7 +142,7 @@ def test_predict_without_champion_is_a_clear_error(tmp_path, tiny_model, company
 
 
 def test_rollback_and_forced_promotion(prefect_server, tiny_model, company_csv):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     name = "flow-promote"
     train_model(config=tiny_config(company_csv, tiny_model, name))
@@ -169,11 +169,11 @@ def test_rollback_and_forced_promotion(prefect_server, tiny_model, company_csv):
 
 def test_retried_registration_reuses_the_version(trained_twice, tiny_model, company_csv):
     """A Prefect retry of register-model after the version was created must not add a version."""
-    from tasks.registry import log_and_register
+    from tuneops.registry import log_and_register
 
     first, _ = trained_twice
     cfg = tiny_config(company_csv, tiny_model, "flow-twice")
-    again = log_and_register(None, cfg, {"tuneops.gate.reason": "retry"}, None, {}, promote=False,
+    again = log_and_register(None, cfg, {"tuneops.gate.reason": "retry"}, None, {}, should_promote=False,
                              run_id=first.run_id)
     assert again.version == "1"
     assert len(MlflowClient().search_model_versions("name = 'flow-twice'")) == 2
@@ -181,7 +181,7 @@ def test_retried_registration_reuses_the_version(trained_twice, tiny_model, comp
 
 def test_retraining_on_new_data_checks_forgetting(prefect_server, tiny_model, company_csv, tmp_path):
     """With new rows, the test split changes; the challenger is also scored on the champion's old split."""
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     name = "flow-forgetting"
     train_model(config=tiny_config(company_csv, tiny_model, name))
@@ -198,7 +198,7 @@ def test_retraining_on_new_data_checks_forgetting(prefect_server, tiny_model, co
 
 
 def test_promote_model_flow_rolls_back_from_prefect(trained_twice):
-    from flows.promote_model import promote_model
+    from tuneops.flows.promote_model import promote_model
 
     result = promote_model(name="flow-twice", action="rollback", reason="from the Prefect UI")
     assert result == {"model": "flow-twice", "champion": "1", "previous": "2"}

@@ -13,9 +13,8 @@ from tuneops.errors import ConfigError
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-
 def test_grid_search_picks_best_validation_trial_and_writes_its_config(prefect_server, company_csv, tmp_path):
-    from flows.tune_hyperparameters import tune_hyperparameters
+    from tuneops.flows.tune_hyperparameters import tune_hyperparameters
 
     # LoRA on the pretrained MiniLM: a randomly initialised model's validation score after two epochs depends
     # on its draw (over 20 draws of the tiny BERT, 3e-3 beat 1e-5 by one validation row in the worst; one CI
@@ -50,7 +49,7 @@ def test_grid_search_picks_best_validation_trial_and_writes_its_config(prefect_s
 
 
 def test_invalid_search_space_fails_before_training(prefect_server, tiny_model, company_csv):
-    from flows.tune_hyperparameters import tune_hyperparameters
+    from tuneops.flows.tune_hyperparameters import tune_hyperparameters
 
     cfg = tiny_config(company_csv, tiny_model, "search-bad",
                       search={"space": {"training.learning_rate": [0.001, 5], "training.epochs": [0]}})

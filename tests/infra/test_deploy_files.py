@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tuneops.infra import stack
 
-from infra import stack
 from tests.conftest import ROOT
 
 INFRA = ROOT / "infra"
@@ -164,7 +164,8 @@ def test_prefect_yaml_deploys_existing_flows_on_the_pool(deployment):
     import importlib
 
     path, function = deployment["entrypoint"].split(":")
-    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    assert (ROOT / path).is_file()  # the worker loads the entrypoint by path from the repository root
+    module = importlib.import_module("tuneops." + path.removesuffix(".py").replace("/", "."))  # flows/ is tuneops.flows
     flow = getattr(module, function)
     assert flow.name == function, "the deployment name in the UI is <flow name>/<deployment name>"
     assert deployment["work_pool"]["name"] == stack.WORK_POOL
@@ -191,10 +192,11 @@ def test_prefect_yaml_names_limits_and_the_monitoring_schedule():
 
 
 def test_the_build_step_gives_the_demo_config_as_default_parameters():
-    from infra.deploy_steps import load_config
+    from tuneops.infra.deploy_steps import load_config
+
     from tuneops.config import load_config as load
 
-    step = PREFECT["build"][0]["infra.deploy_steps.load_config"]
+    step = PREFECT["build"][0]["tuneops.infra.deploy_steps.load_config"]
     out = load_config(step["path"])
     assert out["config"] == load(ROOT / "configs/banking77_lora.yaml").model_dump(mode="json")
     assert Path(out["root"]) == ROOT

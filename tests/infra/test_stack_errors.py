@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
+from tuneops.infra import stack
 
-from infra import stack
 from tests.conftest import ROOT
 from tests.infra.conftest import alive, free_port
 

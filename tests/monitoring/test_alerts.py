@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from monitoring.alerts import Alert, deliver
+from tuneops.monitoring.alerts import Alert, deliver
+
 from tuneops.config import AlertChannel, AlertsConfig
 
 ALERT = Alert("[tuneops] drift: m v3", "Drifting signals:\n- text: 0.91 (threshold 0.55)", {"drift": True})

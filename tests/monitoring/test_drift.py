@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tuneops.monitoring.drift import check_drift
+from tuneops.monitoring.signals import describe, embed
+from tuneops.monitoring.standin import StandIn
 
-from monitoring.drift import check_drift
-from monitoring.signals import describe, embed
-from monitoring.standin import StandIn
 from tests.conftest import MINILM
 from tuneops.config import MonitoringConfig
 from tuneops.errors import DataError
@@ -63,7 +63,7 @@ def test_same_distribution_is_quiet_and_other_domain_drifts(frames, tmp_path):
 
 
 def test_thresholds_come_from_config(frames):
-    from monitoring.drift import distance_noise_floor
+    from tuneops.monitoring.drift import distance_noise_floor
 
     lax = MonitoringConfig(embedding_sample=0, min_rows=100, thresholds={"length": 0.9})
     result = check_drift(frames["reference"], frames["hotels"], lax, BASE)

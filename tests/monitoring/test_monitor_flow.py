@@ -36,7 +36,7 @@ def bank() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def scenario(prefect_server, bank, tmp_path_factory):
     """A champion on the four phase-one intents and a training deployment with a concurrency limit of 1."""
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     work = tmp_path_factory.mktemp("mon")
     company = work / "company.csv"
@@ -87,7 +87,8 @@ def _runs_of(deployment_id) -> list:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead_url, tmp_path, monkeypatch):
-    from flows.monitor_production import monitor_production
+    from tuneops.flows.monitor_production import monitor_production
+
     from tuneops import registry
     from tuneops.scoring import score_texts
 
@@ -130,8 +131,7 @@ def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead
     assert set(NEW) <= set(combined.category) and set(LABELS) <= set(combined.category)  # replay
     from prefect import get_client
     from prefect.flow_engine import run_flow_sync
-
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(decision.flow_run_id)
@@ -175,7 +175,8 @@ def _check_recorded(run_id: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_two_simultaneous_triggers_start_one_training(scenario, bank, tmp_path):
-    from monitoring import check, retrain
+    from tuneops.monitoring import check
+    from tuneops.tasks.production import trigger_retraining
 
     cfg, version, deployment_id = scenario
     _, _, _, train_cfg = check.champion_lineage(NAME)
@@ -186,7 +187,7 @@ def test_two_simultaneous_triggers_start_one_training(scenario, bank, tmp_path):
     def fire() -> None:
         barrier.wait()
         try:
-            results.append(retrain.trigger(cfg, train_cfg, new, version))
+            results.append(trigger_retraining(cfg, train_cfg, new, version))
         except Exception as exc:  # noqa: BLE001 - surfaced by the assertion below
             errors.append(exc)
 
@@ -210,7 +211,7 @@ def test_two_simultaneous_triggers_start_one_training(scenario, bank, tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_failed_monitoring_run_alerts(scenario, receiver, tmp_path, monkeypatch):
-    from flows.monitor_production import monitor_production
+    from tuneops.flows.monitor_production import monitor_production
 
     cfg = scenario[0].model_copy(deep=True)
     cfg.monitoring.alerts.channels = cfg.monitoring.alerts.channels[:1]

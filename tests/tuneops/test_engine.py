@@ -10,7 +10,7 @@ from tuneops.engine import TrainingError
 
 
 def test_preflight_refuses_a_run_that_cannot_fit_with_the_numbers(prefect_server, tiny_model, company_csv):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     cfg = tiny_config(company_csv, tiny_model, "too-big", training={"batch_size": 5_000_000})
     with pytest.raises(TrainingError) as failure:
@@ -45,7 +45,7 @@ def test_untrained_adapter_is_caught_before_registration(tiny_model, tmp_path):
 
 @pytest.mark.slow
 def test_early_stopping_ends_training_and_same_seed_gives_same_metrics(prefect_server, tiny_model, company_csv):
-    from flows.train_model import train_model
+    from tuneops.flows.train_model import train_model
 
     cfg = tiny_config(company_csv, tiny_model, "early-stop",
                       training={"epochs": 40, "learning_rate": 0.003, "early_stopping_patience": 1})

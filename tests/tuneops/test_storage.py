@@ -3,11 +3,11 @@
 import pandas as pd
 import pytest
 
-from tasks.data import fingerprint
-from tasks.split import assign_splits
 from tests.conftest import ROOT, make_bucket
 from tuneops.config import DataConfig, SplitConfig
+from tuneops.data import fingerprint
 from tuneops.errors import DataError
+from tuneops.splits import assign_splits
 from tuneops.storage import read_dataset, s3_client
 
 COLUMNS = ["text", "category"]

@@ -1,4 +1,4 @@
-"""Prefect tasks of the monitor_production flow; the logic lives in :mod:`monitoring`."""
+"""Prefect tasks of the monitor_production flow; the drift, alert and retrain logic lives in tuneops.monitoring."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from tuneops.monitoring import check, retrain
+from tuneops.monitoring.alerts import Alert, Delivery, deliver
+from tuneops.monitoring.drift import DriftResult
 
-from monitoring import check, retrain
-from monitoring.alerts import Alert, Delivery, deliver
-from monitoring.drift import DriftResult
 from tuneops import settings, tracking
 from tuneops.config import TuneopsConfig
 
@@ -114,6 +114,21 @@ def send_alerts(cfg: TuneopsConfig, alert: Alert, run_id: str | None) -> list[De
     return records
 
 
+def trigger_retraining(cfg: TuneopsConfig, train_cfg: TuneopsConfig, new: Any, champion_version: str
+                       ) -> tuple[str, str, str]:
+    """Start the training deployment on previous + new data; returns (flow run id, data URI, idempotency key).
+
+    The run is created with ``timeout=0`` (do not wait) and the request's idempotency key, so two
+    simultaneous triggers for the same situation create one flow run.
+    """
+    from prefect.deployments import run_deployment
+
+    params, uri, key = retrain.retrain_request(cfg, train_cfg, new, champion_version)
+    run = run_deployment(cfg.monitoring.retrain.deployment, parameters={"config": params}, timeout=0,
+                         idempotency_key=key, as_subflow=False, tags=["tuneops-retrain"])
+    return str(run.id), uri, key
+
+
 @task(name="decide-retraining", cache_policy=NO_CACHE)
 def decide_retraining(cfg: TuneopsConfig, result: DriftResult, reference: check.Reference,
                       run_id: str) -> retrain.RetrainDecision:
@@ -122,7 +137,7 @@ def decide_retraining(cfg: TuneopsConfig, result: DriftResult, reference: check.
     last = retrain.last_retrain(reference.model_name, cfg.monitoring.experiment)
     decision = retrain.decide(result, cfg.monitoring.retrain, new_rows, last, datetime.now(UTC))
     if decision.retrain and new is not None:
-        flow_run_id, uri, key = retrain.trigger(cfg, reference.config, new, reference.version)
+        flow_run_id, uri, key = trigger_retraining(cfg, reference.config, new, reference.version)
         decision.flow_run_id, decision.data_uri, decision.idempotency_key = flow_run_id, uri, key
         decision.reasons.append(f"started {cfg.monitoring.retrain.deployment} (flow run {flow_run_id}) on {uri}")
     tracking.set_tags(run_id, {retrain.TRIGGER_TAG: str(decision.retrain),

@@ -35,14 +35,32 @@ def test_causal_lm_problems_are_named():
     ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"test": "mcnemar"}}, "mcnemar"),
     ({"data": DATA, "model": {"task": "generate"}}, "model.task"),
     ({"data": {**DATA, "max_rows_per_label": 5}, "model": {"task": "causal_lm"}}, "subset a classifier's labels"),
-    ({"data": DATA, "model": {"task": "causal_lm"}, "training": {"distributed": {"launcher": "torchrun"}}},
-     "launches classifier training only"),
     ({"data": {"path": "x.csv"}, "gate": {"max_perplexity": 20}}, "gate.max_perplexity set but model.task"),
     ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"max_perplexity": 0.5}}, "greater than 1"),
 ])
 def test_causal_lm_contradictions_fail(raw, message):
     with pytest.raises(ConfigError, match=message):
         validate_config(raw)
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
+def test_causal_lm_accepts_a_distributed_launch(launcher):
+    """One trainer for every family: a causal LM trains over several processes like a classifier."""
+    distributed = {"launcher": launcher, "processes": 2}
+    if launcher == "deepspeed":
+        distributed["deepspeed_config"] = "configs/deepspeed/zero2.json"
+    cfg = validate_config({"data": DATA, "model": {"task": "causal_lm"}, "training": {"distributed": distributed}})
+    assert cfg.training.distributed.launcher == launcher and cfg.training.distributed.processes == 2
+
+
+def test_family_defaults_are_filled_before_validation_not_written_after():
+    """The family's gate defaults are part of the validated object; nothing writes into it afterwards."""
+    cfg = validate_config({"data": DATA, "model": {"task": "causal_lm"}})
+    assert "primary_metric" in cfg.gate.model_fields_set and cfg.gate.primary_metric == "rouge_l"
+    explicit = validate_config({"data": DATA, "model": {"task": "causal_lm"},
+                                "gate": {"primary_metric": "exact_match"}})
+    assert explicit.gate.primary_metric == "exact_match" and explicit.gate.floors == {"rouge_l": 0.0}
+    assert validate_config(cfg.model_dump(mode="json")) == cfg  # a dumped config reloads to the same object
 
 
 def test_generation_floors_and_exact_match_primary_are_accepted():

@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from tasks.split import assign_splits, check_leakage, split_frame
 from tuneops.config import DataConfig, SplitConfig
 from tuneops.errors import DataError
+from tuneops.splits import assign_splits, check_leakage, split_frame
 
 DATA = DataConfig(path="x.csv", text_column="text", label_column="label")
 SPLIT = SplitConfig(validation_ratio=0.1, test_ratio=0.2)

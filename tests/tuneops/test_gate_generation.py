@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.gate import decide, paired_bootstrap
 from tuneops.config import GateConfig
+from tuneops.gate import decide, paired_bootstrap
 from tuneops.generation import exact_match, rouge_l
 
 

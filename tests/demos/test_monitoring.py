@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 def test_monitoring_demo_detects_alerts_retrains_and_promotes(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     env |= {"TUNEOPS_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "monitoring.demo"], cwd=ROOT, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "demos/monitoring.py"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]

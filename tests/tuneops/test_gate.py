@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.gate import decide, mcnemar, paired_bootstrap
 from tuneops.config import GateConfig
+from tuneops.gate import decide, mcnemar, paired_bootstrap
 
 LABELS = ["a", "b", "c", "d"]
 

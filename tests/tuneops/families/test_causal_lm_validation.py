@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tasks.validation import validate_frame
-from tasks.validation_causal import prepare_causal
+from tuneops import families
 from tuneops.config import validate_config
+from tuneops.families.causal_lm import prepare_causal
+
+
+def validate_frame(df: pd.DataFrame, cfg):
+    """The contract as the validate-data task runs it: the config's family, found by model.task."""
+    return families.of(cfg).validate(df, cfg, None)
 
 
 def config(base: str, **data):

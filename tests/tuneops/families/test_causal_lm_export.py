@@ -1,13 +1,14 @@
-"""Export verification of a causal LM: a reloaded model that does not reproduce training fails the run."""
+"""Export verification of a causal LM (a reloaded model that does not reproduce training fails the run), and its
+resume through the shared training loop."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from tasks.finetune_causal import verify_export
 from tests.conftest import causal_config
 from tuneops.engine import TrainingError
+from tuneops.families.causal_lm import verify_export
 from tuneops.generation import GenerationSettings, Generator
 
 
@@ -30,10 +31,9 @@ def test_export_that_does_not_reproduce_validation_loss_fails(tiny_causal_lm, in
 def test_killed_training_resumes_from_its_last_checkpoint(tiny_causal_lm, instruction_csv, tmp_path, monkeypatch):
     from transformers import TrainerCallback
 
-    from tasks.finetune_causal import train_causal_lm
-    from tasks.split import split_frame
     from tuneops import engine, settings
-    from tuneops.training import checkpoint_key
+    from tuneops.splits import split_frame
+    from tuneops.training import checkpoint_key, train
 
     cfg = causal_config(instruction_csv, tiny_causal_lm, "resume", training={"epochs": 2})
     splits = split_frame(pd.read_csv(instruction_csv), cfg.split_data(), cfg.split, tmp_path / "splits")
@@ -48,12 +48,12 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_causal_lm, instru
     shared = engine.callbacks
     monkeypatch.setattr(engine, "callbacks", lambda c, r: [*shared(c, r), KillAfterFirstCheckpoint()])
     with pytest.raises(Killed):
-        train_causal_lm(cfg, splits, tmp_path / "first")
+        train(cfg, splits, tmp_path / "first")
     checkpoints = settings.checkpoints_dir() / checkpoint_key(cfg, splits)
     saved = sorted(p.name for p in checkpoints.glob("checkpoint-*"))
     assert len(saved) == 1
 
     monkeypatch.setattr(engine, "callbacks", shared)
-    result = train_causal_lm(cfg, splits, tmp_path / "second")
+    result = train(cfg, splits, tmp_path / "second")
     assert result.resumed_from == saved[0] and result.epochs_run == pytest.approx(2)
     assert not checkpoints.exists()  # cleaned up once the export is verified

@@ -1,4 +1,4 @@
-"""The monitoring story with the real MiniLM, start to end: ``make demo-monitoring`` (python -m monitoring.demo).
+"""The monitoring story with the real MiniLM, start to end: ``make demo-monitoring`` (python demos/monitoring.py).
 
 1. Phase one: the company's labelled data lacks the virtual/disposable card intents; a champion is
    trained on the other card and payment intents and promoted.
@@ -110,9 +110,8 @@ def main() -> None:
     os.environ["TUNEOPS_DEMO_SLACK"] = inbox.url
     prepare_training(cfg.registry.experiment)
     from prefect.flow_engine import run_flow_sync
-
-    from flows.monitor_production import monitor_production
-    from flows.train_model import train_model
+    from tuneops.flows.monitor_production import monitor_production
+    from tuneops.flows.train_model import train_model
 
     say("1. Phase one: train the champion on 8 intents (no virtual/disposable card intents)")
     first = train_model(config=cfg)

@@ -1,0 +1,459 @@
+"""Text classification: a label per text, a sequence classifier (``model.task: classification``, the default).
+
+Data contract: a text column and a label column, checked with Great Expectations (nulls, blanks,
+lengths, control characters, duplicates, allowed labels, row counts) and pandas (rows per class, class
+imbalance, conflicting labels, personal data, token lengths). The split keys on the text (or the id /
+group column). Metrics: accuracy, macro-F1, per-class F1, calibration (ECE); the gate compares labels
+example by example. Registered as a pyfunc that returns ``label`` and ``confidence`` per text; the
+prediction log and every drift signal apply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from tuneops import pii
+from tuneops.evaluation import Evaluation
+from tuneops.families import TaskFamily, register
+from tuneops.metrics import classification_metrics, expected_calibration_error
+from tuneops.splits import normalise
+from tuneops.validation import (
+    CONTROL_CHARS,
+    EXAMPLES,
+    TOKEN_SAMPLE,
+    Check,
+    Expectation,
+    Severity,
+    ValidationReport,
+    masked_examples,
+    required_columns,
+    run_gx,
+    show,
+)
+
+if TYPE_CHECKING:
+    from tuneops.config import TuneopsConfig
+    from tuneops.splits import SplitResult
+    from tuneops.training import TrainResult
+    from tuneops.training_plan import TrainingPlan
+
+Predict = Callable[[list[str]], tuple[list[str], list[float]]]
+
+# ----------------------------------------------------------------------------- data contract
+
+
+def _gx_suite(cfg: TuneopsConfig) -> list[Expectation]:
+    import great_expectations.expectations as gxe
+
+    text, label, v = cfg.data.text_column, cfg.data.label_column, cfg.validation
+    suite: list[Expectation] = [
+        ("row count", f"the dataset must have {v.min_rows}..{v.max_rows} rows", "error",
+         gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows)),
+        ("text not null", f"'{text}' must not be null", "error", gxe.ExpectColumnValuesToNotBeNull(column=text)),
+        ("label not null", f"'{label}' must not be null", "error", gxe.ExpectColumnValuesToNotBeNull(column=label)),
+        ("text not blank", f"'{text}' must contain more than whitespace", "error",
+         gxe.ExpectColumnValuesToNotMatchRegex(column=text, regex=r"^\s*$")),
+        ("text length", f"'{text}' must be {v.min_text_chars}..{v.max_text_chars} characters", "error",
+         gxe.ExpectColumnValueLengthsToBeBetween(column=text, min_value=v.min_text_chars,
+                                                 max_value=v.max_text_chars)),
+        ("control characters", f"'{text}' must not hold control characters or U+FFFD (broken encoding)", "error",
+         gxe.ExpectColumnValuesToNotMatchRegex(column=text, regex=CONTROL_CHARS)),
+        ("duplicate texts", f"'{text}' values should be unique (policy: {v.duplicates})",
+         "error" if v.duplicates == "fail" else "warning", gxe.ExpectColumnValuesToBeUnique(column=text)),
+    ]
+    if v.allowed_labels is not None:
+        suite.append(("labels allowed", f"'{label}' must be one of the {len(v.allowed_labels)} allowed labels",
+                      "error", gxe.ExpectColumnValuesToBeInSet(column=label, value_set=v.allowed_labels)))
+    return suite
+
+
+def _token_report(texts: pd.Series, cfg: TuneopsConfig) -> Check:
+    """How many rows the tokenizer would truncate at model.max_length (on a sample of large data)."""
+    from transformers import AutoTokenizer
+
+    from tuneops.models import resolve_base
+
+    sample = texts.dropna().astype(str)
+    if sample.empty:
+        return Check("token length", True, 0, [], "not measured: no texts", "info")
+    sampled = len(sample) > TOKEN_SAMPLE
+    if sampled:
+        sample = sample.sample(TOKEN_SAMPLE, random_state=0)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.model.base))
+    except (OSError, ValueError) as exc:
+        return Check("token length", True, 0, [], f"not measured: tokenizer of {cfg.model.base} did not load ({exc})",
+                     "info")
+    lengths = pd.Series([len(ids) for ids in tokenizer(sample.tolist(), add_special_tokens=True)["input_ids"]],
+                        index=sample.index)
+    over = lengths[lengths > cfg.model.max_length]
+    share = len(over) / max(len(lengths), 1)
+    scope = f"a sample of {len(sample)} rows" if sampled else f"all {len(sample)} rows"
+    detail = (f"{share:.2%} of {scope} exceed model.max_length={cfg.model.max_length} tokens and will be "
+              f"truncated; longest {int(lengths.max())}, median {int(lengths.median())}")
+    return Check("token length", True, len(over), masked_examples(sample.loc[over.index]), detail, "info")
+
+
+def _pandas_checks(frame: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
+    text, label, v = cfg.data.text_column, cfg.data.label_column, cfg.validation
+    checks = []
+    counts = frame[label].dropna().value_counts()
+    small = counts[counts < v.min_rows_per_class]
+    checks.append(Check("rows per class", small.empty, int(small.sum()),
+                        [f"{k!r}: {n} rows" for k, n in small.head(EXAMPLES).items()],
+                        f"every label needs at least {v.min_rows_per_class} rows"
+                        + (f"; {len(small)} labels have fewer" if len(small) else "")))
+    checks.append(Check("at least two classes", len(counts) >= 2, 0, [],
+                        f"found {len(counts)} distinct label(s); a classifier needs two or more"))
+    if len(counts) >= 2:
+        ratio = counts.iloc[0] / counts.iloc[-1]
+        ok = ratio <= v.max_class_imbalance
+        checks.append(Check("class imbalance", ok, 0,
+                            [] if ok else [f"{counts.index[0]!r}: {counts.iloc[0]} rows vs {counts.index[-1]!r}: "
+                                           f"{counts.iloc[-1]} rows"],
+                            f"most/least frequent label ratio is {ratio:.1f}; the limit is {v.max_class_imbalance:g}"))
+
+    valid = frame.dropna(subset=[text, label])
+    norm = normalise(valid[text])
+    labels_per_text = valid[label].groupby(norm.to_numpy()).nunique()
+    conflicted = labels_per_text[labels_per_text > 1]
+    conflict_rows = norm.isin(conflicted.index)
+    examples = []
+    for key in conflicted.index[:EXAMPLES]:
+        rows = valid[(norm == key).to_numpy()]
+        examples.append(f"{show(rows[text].iloc[0])} labelled {sorted(rows[label].astype(str).unique())}")
+    checks.append(Check("conflicting labels", conflicted.empty, int(conflict_rows.sum()), examples,
+                        "the same (normalised) text must not carry different labels"
+                        + (f"; {len(conflicted)} texts do" if len(conflicted) else "")))
+
+    kinds = pii.scan(frame[text])
+    flagged = kinds[kinds != ""]
+    severity: Severity = "error" if v.pii_policy == "fail" else "warning"
+    action = {"fail": "remove it from the data or set validation.pii_policy: redact",
+              "redact": "it is masked before training", "warn": "it is kept in the training data"}[v.pii_policy]
+    found = ", ".join(f"{k}: {n}" for k, n in flagged.str.split(",").explode().value_counts().items())
+    checks.append(Check("personal data", flagged.empty, len(flagged), masked_examples(frame.loc[flagged.index, text]),
+                        f"texts must not hold e-mail addresses, phone numbers, IBANs or card numbers "
+                        f"(policy: {v.pii_policy}; {action})" + (f"; found {found}" if found else ""), severity))
+    checks.append(_token_report(frame[text], cfg))
+    return checks
+
+
+def validate_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None = None) -> ValidationReport:
+    """Run every check of the contract on a dataset (plain function; the task wraps it)."""
+    d = cfg.data
+    required = [c for c in (d.text_column, d.label_column, d.id_column, d.group_column, d.timestamp_column,
+                            *cfg.gate.slice_columns) if c]
+    checks = required_columns(df, required, "data.text_column / data.label_column")
+    if not all(c.passed for c in checks):
+        return ValidationReport(len(df), checks)
+
+    text, label = d.text_column, d.label_column
+    wrong_type = df[text].map(lambda x: not isinstance(x, str) and not pd.isna(x))
+    checks.append(Check("text type", not wrong_type.any(), int(wrong_type.sum()),
+                        masked_examples(df.loc[wrong_type, text]), f"'{text}' must hold strings"))
+    if d.timestamp_column:
+        stamps = pd.to_datetime(df[d.timestamp_column], errors="coerce", utc=True)
+        bad = stamps.isna()
+        checks.append(Check("timestamps", not bad.any(), int(bad.sum()),
+                            masked_examples(df.loc[bad, d.timestamp_column]),
+                            f"'{d.timestamp_column}' must hold parseable dates"))
+    frame = df[[text, label]].copy()
+    frame[text] = frame[text].where(frame[text].isna(), frame[text].astype(str))
+    frame[label] = frame[label].where(frame[label].isna(), frame[label].astype(str))
+    gx_checks, docs = run_gx(frame, _gx_suite(cfg), docs_dir)
+    return ValidationReport(len(df), checks + gx_checks + _pandas_checks(frame, cfg), docs)
+
+
+def redact(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
+    """Mask personal data in the text column (validation.pii_policy: redact)."""
+    text = cfg.data.text_column
+    kinds = pii.scan(df[text])
+    flagged = kinds != ""
+    if not flagged.any():
+        return df
+    df = df.copy()
+    df.loc[flagged, text] = df.loc[flagged, text].map(pii.mask)
+    return df
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class _Encoded:
+    """Token ids per row, unpadded: the collator pads each batch to its own longest row."""
+
+    def __init__(self, enc: dict[str, list[Any]], labels: list[int]):
+        self.enc, self.labels = enc, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {k: v[i] for k, v in self.enc.items()}
+        item["labels"] = self.labels[i]
+        return item
+
+
+def verify_export(model_dir: Path, validation: pd.DataFrame, cfg: TuneopsConfig, expected: dict[str, float]) -> None:
+    """Reload the exported folder the way serving will and re-score validation: it must match training."""
+    from tuneops.engine import TrainingError
+    from tuneops.models import Classifier
+
+    out = Classifier(model_dir, max_length=cfg.model.max_length, batch_size=cfg.training.eval_batch_size)
+    texts = validation[cfg.data.text_column].astype(str).tolist()
+    got = classification_metrics(validation[cfg.data.label_column].astype(str).tolist(), out.predict(texts).labels)
+    metric = cfg.gate.primary_metric
+    if abs(got[metric] - expected[metric]) > cfg.training.export_tolerance:
+        raise TrainingError(
+            f"the exported model does not reproduce the trained one: validation {metric} {got[metric]:.4f} after "
+            f"reloading vs {expected[metric]:.4f} in training (tolerance {cfg.training.export_tolerance}); the "
+            f"export of method '{cfg.training.method}' is broken, nothing was registered")
+
+
+def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str) -> TrainingPlan:
+    """A sequence classifier over every label of the split files; the best epoch by the gate's primary metric."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    from tuneops.metrics import classification_metrics
+    from tuneops.training_plan import TrainingPlan
+
+    text, label = cfg.data.text_column, cfg.data.label_column
+    labels = sorted(set().union(*(set(f[label].astype(str)) for f in frames.values())))
+    label2id = {name: i for i, name in enumerate(labels)}
+    tokenizer = AutoTokenizer.from_pretrained(base)
+
+    def load_base() -> Any:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
+        model.config.tuneops_max_length = cfg.model.max_length
+        return model
+
+    def encode(frame: pd.DataFrame) -> _Encoded:
+        enc = tokenizer(frame[text].astype(str).tolist(), truncation=True, max_length=cfg.model.max_length)
+        return _Encoded(dict(enc), [label2id[v] for v in frame[label].astype(str)])
+
+    def compute_metrics(pred: Any) -> dict[str, float]:
+        y_pred = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        return classification_metrics([labels[i] for i in pred.label_ids], [labels[i] for i in y_pred.argmax(-1)])
+
+    def best_validation(model: Any, evaluated: dict[str, float]) -> dict[str, float]:
+        return {k.removeprefix("eval_"): float(v) for k, v in evaluated.items()
+                if k in ("eval_accuracy", "eval_macro_f1")}
+
+    return TrainingPlan(
+        tokenizer=tokenizer, load_base=load_base, train_dataset=encode(frames["train"]),
+        eval_dataset=encode(frames["validation"]), collator=DataCollatorWithPadding(tokenizer),
+        metric=cfg.gate.primary_metric, compute_metrics=compute_metrics, best_validation=best_validation,
+        verify_export=lambda model_dir, best: verify_export(model_dir, frames["validation"], cfg, best),
+        labels=labels)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model_dir: str, frame: pd.DataFrame, cfg: TuneopsConfig, out_dir: Path) -> Evaluation:
+    """Accuracy, macro-F1, calibration; per-class metrics and the confusion matrix as report files."""
+    evaluation = score(classifier_predict(model_dir, cfg), frame, cfg, out_dir / "challenger_test.parquet")
+    files = write_report_files(evaluation, out_dir / "report")
+    per_class = pd.read_csv(files["per_class"])
+    evaluation.detail_metrics = {f"test_f1.{row.label}": row.f1 for row in per_class.itertuples()}
+    evaluation.report_dir = str(out_dir / "report")
+    return evaluation
+
+
+def score(predict: Predict, frame: pd.DataFrame, cfg: TuneopsConfig, out_path: Path) -> Evaluation:
+    """Predict every text of a labelled frame, keep the predictions, and compute the metrics."""
+    texts = frame[cfg.data.text_column].astype(str).tolist()
+    start = time.perf_counter()
+    labels, confidences = predict(texts)
+    seconds = time.perf_counter() - start
+    predictions = pd.DataFrame({"y_true": frame[cfg.data.label_column].astype(str).to_numpy(),
+                                "y_pred": [str(x) for x in labels], "confidence": confidences})
+    for column in cfg.gate.slice_columns:
+        predictions[f"slice:{column}"] = frame[column].astype(str).to_numpy()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_parquet(out_path, index=False)
+    metrics = classification_metrics(predictions.y_true.tolist(), predictions.y_pred.tolist())
+    correct = (predictions.y_true == predictions.y_pred).to_numpy()
+    metrics["ece"] = expected_calibration_error(predictions.confidence.to_numpy(), correct)
+    metrics["seconds"] = seconds
+    metrics["seconds_per_1000"] = seconds / max(len(texts), 1) * 1000
+    return Evaluation(metrics, str(out_path))
+
+
+def per_class_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Precision, recall, F1 and support per true label."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = sorted(set(predictions.y_true))
+    p, r, f, n = precision_recall_fscore_support(predictions.y_true, predictions.y_pred, labels=labels,
+                                                 zero_division=0)
+    return pd.DataFrame({"label": labels, "precision": p, "recall": r, "f1": f, "support": n})
+
+
+def confusion(predictions: pd.DataFrame) -> pd.DataFrame:
+    labels = sorted(set(predictions.y_true) | set(predictions.y_pred))
+    return pd.crosstab(pd.Categorical(predictions.y_true, labels), pd.Categorical(predictions.y_pred, labels),
+                       rownames=["true"], colnames=["predicted"], dropna=False)
+
+
+def plot_confusion(matrix: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(6, 0.28 * len(matrix))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(matrix.index)), matrix.index, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report_files(evaluation: Evaluation, out_dir: Path) -> dict[str, Path]:
+    """Per-class CSV, confusion matrix CSV + PNG next to the predictions."""
+    predictions = pd.read_parquet(evaluation.predictions_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"per_class": out_dir / "per_class.csv", "confusion_csv": out_dir / "confusion_matrix.csv",
+             "confusion_png": out_dir / "confusion_matrix.png"}
+    per_class_table(predictions).to_csv(files["per_class"], index=False)
+    matrix = confusion(predictions)
+    matrix.to_csv(files["confusion_csv"])
+    plot_confusion(matrix, files["confusion_png"])
+    return files
+
+
+def classifier_predict(model_dir: str, cfg: TuneopsConfig) -> Predict:
+    from tuneops.models import Classifier
+
+    classifier = Classifier(model_dir, max_length=cfg.model.max_length, batch_size=cfg.training.eval_batch_size)
+
+    def predict(texts: list[str]) -> tuple[list[str], list[float]]:
+        out = classifier.predict(texts)
+        return out.labels, out.confidences
+
+    return predict
+
+
+def registered_predict(name: str, version: str) -> Predict:
+    from tuneops.scoring import load_model
+
+    model = load_model(name, version)
+
+    def predict(texts: list[str]) -> tuple[list[str], list[float]]:
+        out = model.predict(pd.DataFrame({"text": texts}))
+        return out["label"].astype(str).tolist(), out["confidence"].astype(float).tolist()
+
+    return predict
+
+
+def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str) -> str:
+    """The evaluation report a reviewer reads: headline metrics, per-class table, gate reasoning."""
+    m = challenger.metrics
+    per_class = per_class_table(pd.read_parquet(challenger.predictions_path))
+    lines = [f"# Evaluation of {cfg.registry.model_name}", "",
+             f"Test split: accuracy **{m['accuracy']:.4f}**, macro-F1 **{m['macro_f1']:.4f}**, "
+             f"expected calibration error {m['ece']:.4f}, {m['seconds_per_1000']:.2f} s per 1,000 predictions.", "",
+             decision_md, "", "## Per class", "", "| label | precision | recall | F1 | support |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r.label} | {r.precision:.3f} | {r.recall:.3f} | {r.f1:.3f} | {r.support} |"
+              for r in per_class.sort_values("f1").itertuples()]
+    lines += ["", "Confusion matrix: `evaluation/confusion_matrix.png` and `.csv` on the MLflow run."]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, metrics: dict[str, float],
+               trained: TrainResult) -> str:
+    """A markdown model card: data, method, metrics, gate decision, intended use and limits."""
+    labels = ", ".join(trained.labels[:20]) + (f" and {len(trained.labels) - 20} more" if len(trained.labels) > 20
+                                                else "")
+    return "\n".join([
+        f"# Model card: {cfg.registry.model_name}", "",
+        "## Intended use",
+        f"Classify short customer texts into {len(trained.labels)} labels ({labels}). Input: a DataFrame with a "
+        "`text` column; output: `label` and `confidence` (softmax probability) per row.", "",
+        "## Data",
+        f"- source `{cfg.data.path}`, fingerprint `{tags['tuneops.data.fingerprint']}`",
+        "- split (hash-based, stable as data grows): " + ", ".join(
+            f"{n} {splits.sizes[n]} rows (`{splits.fingerprints[n]}`)" for n in ("train", "validation", "test")),
+        "", "## Training",
+        f"- base model `{cfg.model.base}`, method `{cfg.training.method}`, {cfg.training.epochs:g} epochs, "
+        f"lr {cfg.training.learning_rate:g}, max length {cfg.model.max_length} tokens",
+        f"- trainable parameters {trained.trainable_params:,} of {trained.total_params:,}",
+        f"- code `{tags['tuneops.code_version']}`, config hash `{tags['tuneops.config_hash']}`", "",
+        "## Test metrics",
+        f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, expected calibration error "
+        f"{metrics['ece']:.4f}; per-class metrics and the confusion matrix are in the run's `evaluation/` folder.", "",
+        "## Gate decision", tags["tuneops.gate.reason"], "",
+        "## Limits",
+        "- Knows only the labels above; every input gets one of them, however unrelated (watch confidence and "
+        "drift).",
+        f"- Texts longer than {cfg.model.max_length} tokens are truncated.",
+        "- Quality was measured on held-out rows of the same source; other channels or periods may differ.",
+    ])
+
+
+def pyfunc() -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    """The pyfunc (label and confidence per text), an input example and an output example (the signature)."""
+    import pandas as pd
+
+    from tuneops.serving import TextClassifierModel
+
+    return (TextClassifierModel(), pd.DataFrame({"text": ["I still have not received my new card"]}),
+            pd.DataFrame({"label": ["card_arrival"], "confidence": [0.9]}))
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def config_problems(cfg: TuneopsConfig) -> list[str]:
+    """Settings of other families that a classifier config must not carry."""
+    d = cfg.data
+    given = [f"data.{k}" for k in ("prompt_column", "response_column", "messages_column") if getattr(d, k)]
+    if cfg.gate.max_perplexity is not None:
+        given.append("gate.max_perplexity")
+    if given:
+        return [f"{', '.join(given)} set but model.task is 'classification'; set model.task: causal_lm or remove "
+                "them"]
+    return []
+
+
+register(TaskFamily(
+    name="classification",
+    summary="text -> label, a sequence classifier",
+    noun="classifier",
+    peft_task_type="SEQ_CLS",
+    gate_defaults={"primary_metric": "accuracy", "floors": {"accuracy": 0.0}},
+    config_problems=config_problems,
+    split_data=lambda cfg: cfg.data,
+    input_column=lambda cfg: cfg.data.text_column,
+    validate=validate_frame,
+    prepare_data=lambda df, cfg: redact(df, cfg) if cfg.validation.pii_policy == "redact" else df,
+    plan_training=plan_training,
+    evaluate=evaluate,
+    challenger=classifier_predict,
+    registered=registered_predict,
+    score=score,
+    report_markdown=report_markdown,
+    report_attachments=lambda evaluation: (),
+    model_card=model_card,
+    pyfunc=pyfunc,
+    search_metric=lambda cfg: (cfg.gate.primary_metric, True),
+    prediction_columns=("text", "label", "confidence", "model_version"),
+    drift_signals=("text", "length", "word_count", "non_letter_share", "unknown_token_share", "prediction",
+                   "confidence", "embedding"),
+))
