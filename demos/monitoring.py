@@ -110,6 +110,7 @@ def main() -> None:
     os.environ["TUNEOPS_DEMO_SLACK"] = inbox.url
     prepare_training(cfg.registry.experiment)
     from prefect.flow_engine import run_flow_sync
+
     from tuneops.flows.monitor_production import monitor_production
     from tuneops.flows.train_model import train_model
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from prefect import flow
-from tuneops.tasks.combine import combine_adapters_task
-from tuneops.tasks.data import load_dataset
-from tuneops.tasks.judge import TrainOutcome, judge_and_register, record_config, report_outcome
-from tuneops.tasks.split import split_dataset
-from tuneops.tasks.validation import validate_data
 
 from tuneops import settings, tracking
 from tuneops.config import TuneopsConfig
+from tuneops.tasks.combine import combine_adapters_task
+from tuneops.tasks.data import load_dataset
+from tuneops.tasks.judge import TrainOutcome, judge_and_register, record_config, report_outcome
+from tuneops.tasks.splits import split_dataset
+from tuneops.tasks.validation import validate_data
 
 
 @flow(name="combine_adapters", log_prints=True)

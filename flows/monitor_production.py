@@ -7,6 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from prefect import flow
+
+from tuneops import tracking
+from tuneops.config import TuneopsConfig
+from tuneops.errors import ConfigError
 from tuneops.monitoring.check import Window
 from tuneops.monitoring.retrain import RetrainDecision
 from tuneops.tasks.production import (
@@ -20,10 +24,6 @@ from tuneops.tasks.production import (
     resolve_reference,
     send_alerts,
 )
-
-from tuneops import tracking
-from tuneops.config import TuneopsConfig
-from tuneops.errors import ConfigError
 
 
 @dataclass

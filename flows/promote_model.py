@@ -4,26 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from tuneops import registry
-
-
-@task(name="move-alias", retries=2, retry_delay_seconds=5)
-def move_alias(name: str, action: Literal["promote", "rollback"], version: str | None, reason: str,
-               force: bool) -> dict[str, str | None]:
-    """Promote a version (the old champion becomes 'previous') or roll back to 'previous'."""
-    if action == "rollback":
-        champion, previous = registry.rollback(name, reason)
-    else:
-        if version is None:
-            raise registry.RegistryError("promote needs a version; pass version=N")
-        if force and not reason.strip():
-            raise registry.RegistryError("force=True needs a reason that says why the gate is overridden")
-        previous = registry.promote(name, version, reason, gate_must_pass=not force)
-        champion = version
-    return {"model": name, "champion": champion, "previous": previous}
+from tuneops.tasks.promote import move_alias
 
 
 @flow(name="promote_model")

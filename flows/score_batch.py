@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow
-from tuneops.tasks.scoring import append_prediction_log, read_texts, resolve_version, score_texts
 
 from tuneops.config import TuneopsConfig
 from tuneops.scoring import BatchResult, require_prediction_log
+from tuneops.tasks.scoring import append_prediction_log, read_texts, resolve_version, score_texts
 
 
 @flow(name="score_batch")

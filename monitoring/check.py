@@ -21,11 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-from tuneops.monitoring.drift import DriftResult, check_columns, check_drift
 
 from tuneops import families, settings
 from tuneops.config import TuneopsConfig, validate_config
 from tuneops.errors import DataError, RegistryError
+from tuneops.monitoring.drift import DriftResult, check_columns, check_drift
 from tuneops.storage import Source, list_sources, parse, read_bytes
 
 DATE_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})")

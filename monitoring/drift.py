@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tuneops.monitoring.signals import DESCRIPTORS, describe, embed
 
 from tuneops.config import MonitoringConfig
 from tuneops.errors import DataError
+from tuneops.monitoring.signals import DESCRIPTORS, describe, embed
 
 REQUIRED = ("text", "label", "confidence")
 # signal -> (column compared, Evidently method)

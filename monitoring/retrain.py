@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from tuneops.monitoring.drift import DriftResult
 
 from tuneops import settings
 from tuneops.config import RetrainConfig, TuneopsConfig
+from tuneops.monitoring.drift import DriftResult
 from tuneops.storage import read_dataset, write_bytes
 
 TRIGGER_TAG = "tuneops.retrain.triggered"

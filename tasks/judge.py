@@ -9,9 +9,6 @@ from pathlib import Path
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from tuneops.tasks.evaluate import evaluate_challenger, publish_report, score_champion
-from tuneops.tasks.gate import gate
-from tuneops.tasks.register import register_model
 
 from tuneops import tracking
 from tuneops.config import TuneopsConfig
@@ -20,6 +17,9 @@ from tuneops.evaluation import ChampionScores, Evaluation
 from tuneops.gate import GateDecision
 from tuneops.registry import Registration
 from tuneops.splits import SplitResult
+from tuneops.tasks.evaluate import evaluate_challenger, publish_report, score_champion
+from tuneops.tasks.gate import gate
+from tuneops.tasks.register import register_model
 from tuneops.training import TrainResult
 
 

@@ -11,12 +11,12 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from tuneops.monitoring import check, retrain
-from tuneops.monitoring.alerts import Alert, Delivery, deliver
-from tuneops.monitoring.drift import DriftResult
 
 from tuneops import settings, tracking
 from tuneops.config import TuneopsConfig
+from tuneops.monitoring import check, retrain
+from tuneops.monitoring.alerts import Alert, Delivery, deliver
+from tuneops.monitoring.drift import DriftResult
 
 
 def prefect_run_url() -> str:

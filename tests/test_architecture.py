@@ -186,3 +186,17 @@ def test_prediction_and_training_code_loads_without_prefect(module):
             "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'); print(bad); sys.exit(bool(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_flow_modules_hold_flows_only():
+    """Tasks live in tasks/ (thin wrappers over library functions); a flow module defines flows and their results."""
+    found = []
+    for module, path in MODULES.items():
+        if layer(module) != "tuneops.flows":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                names = {ast.unparse(d).split("(")[0] for d in node.decorator_list}
+                if names & {"task", "prefect.task"}:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: task {node.name}")
+    assert not found, "\n".join(found)

@@ -63,9 +63,8 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
     """A registered causal LM (model.task: causal_lm) champion; two epochs: serving, not quality, is tested."""
-    from tuneops.flows.train_model import train_model
-
     from tests.conftest import causal_config
+    from tuneops.flows.train_model import train_model
 
     name = "serve-generator"
     outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 2}))
@@ -180,7 +179,6 @@ def test_model_registered_on_one_machine_predicts_on_another_from_a_copied_store
     model predicted on A, running the tuneops code packed inside the copied artifacts.
     """
     from tuneops.flows.train_model import train_model
-
     from tuneops.scoring import score_texts
 
     name = "portable-model"
@@ -221,3 +219,17 @@ def test_model_registered_on_one_machine_predicts_on_another_from_a_copied_store
     assert loaded["labels"] == expected.label.tolist()
     assert loaded["confidences"] == pytest.approx(expected.confidence.tolist(), abs=1e-6)
     assert Path(loaded["tuneops_code"]).resolve().is_relative_to(machine_b.resolve()), loaded["tuneops_code"]
+
+
+def test_loading_a_registered_model_for_prediction_imports_no_prefect(champion):
+    """Serving needs MLflow and the model's own code, not the orchestrator: a fresh process loads the champion,
+    predicts, and has not imported Prefect."""
+    code = ("import sys, mlflow, pandas as pd; "
+            f"m = mlflow.pyfunc.load_model('models:/{champion}@champion'); "
+            "out = m.predict(pd.DataFrame({'text': ['my card has not arrived']})); "
+            "print(out.label.iloc[0]); bad = sorted(n for n in sys.modules if n.split('.')[0] == 'prefect'); "
+            "print(bad); sys.exit(bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert done.stdout.split()[0] in LABELS

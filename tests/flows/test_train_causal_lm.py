@@ -76,9 +76,9 @@ def test_registered_generator_answers_prompts(full_then_lora):
 def test_predict_cli_writes_responses_and_classifier_only_commands_refuse_a_generator(
         full_then_lora, tiny_causal_lm, instruction_csv, tmp_path):
     import yaml
-    from tuneops.flows.score_batch import score_batch
 
     from tuneops.errors import ConfigError
+    from tuneops.flows.score_batch import score_batch
 
     cfg = causal_config(instruction_csv, tiny_causal_lm, "causal-intent")
     config = tmp_path / "causal.yaml"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tuneops.infra import stack
 
 from tests.conftest import ROOT
+from tuneops.infra import stack
 
 INFRA = ROOT / "infra"
 COMPOSE = yaml.safe_load((INFRA / "docker-compose.yml").read_text())
@@ -192,9 +192,8 @@ def test_prefect_yaml_names_limits_and_the_monitoring_schedule():
 
 
 def test_the_build_step_gives_the_demo_config_as_default_parameters():
-    from tuneops.infra.deploy_steps import load_config
-
     from tuneops.config import load_config as load
+    from tuneops.infra.deploy_steps import load_config
 
     step = PREFECT["build"][0]["tuneops.infra.deploy_steps.load_config"]
     out = load_config(step["path"])

@@ -140,9 +140,8 @@ def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(stack, tra
 
 
 def test_down_stops_everything_even_a_running_flow(stack, tiny_model, company_csv):
-    from tuneops.infra.stack import _children
-
     from tests.conftest import tiny_config
+    from tuneops.infra.stack import _children
 
     slow = tiny_config(company_csv, tiny_model, "interrupted-by-down", training={"epochs": 500})
     retrain = deployment(stack, "train_model/retrain")

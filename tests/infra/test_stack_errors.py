@@ -11,10 +11,10 @@ import subprocess
 import sys
 
 import pytest
-from tuneops.infra import stack
 
 from tests.conftest import ROOT
 from tests.infra.conftest import alive, free_port
+from tuneops.infra import stack
 
 
 def cli(home, *args: str) -> subprocess.CompletedProcess[str]:

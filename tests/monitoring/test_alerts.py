@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tuneops.monitoring.alerts import Alert, deliver
-
 from tuneops.config import AlertChannel, AlertsConfig
+from tuneops.monitoring.alerts import Alert, deliver
 
 ALERT = Alert("[tuneops] drift: m v3", "Drifting signals:\n- text: 0.91 (threshold 0.55)", {"drift": True})
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tuneops.monitoring.drift import check_drift
-from tuneops.monitoring.signals import describe, embed
-from tuneops.monitoring.standin import StandIn
 
 from tests.conftest import MINILM
 from tuneops.config import MonitoringConfig
 from tuneops.errors import DataError
+from tuneops.monitoring.drift import check_drift
+from tuneops.monitoring.signals import describe, embed
+from tuneops.monitoring.standin import StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = MINILM

@@ -87,9 +87,8 @@ def _runs_of(deployment_id) -> list:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead_url, tmp_path, monkeypatch):
-    from tuneops.flows.monitor_production import monitor_production
-
     from tuneops import registry
+    from tuneops.flows.monitor_production import monitor_production
     from tuneops.scoring import score_texts
 
     cfg, version, deployment_id = scenario
@@ -131,6 +130,7 @@ def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead
     assert set(NEW) <= set(combined.category) and set(LABELS) <= set(combined.category)  # replay
     from prefect import get_client
     from prefect.flow_engine import run_flow_sync
+
     from tuneops.flows.train_model import train_model
 
     with get_client(sync_client=True) as client:

@@ -69,6 +69,7 @@ def test_a_registered_third_family_passes_config_loading(toy_family, company_csv
 def test_a_registered_third_family_trains_and_registers_through_the_flow(toy_family, prefect_server, company_csv,
                                                                          tiny_model):
     from mlflow import MlflowClient
+
     from tuneops.flows.train_model import train_model
 
     cfg = tiny_config(company_csv, tiny_model, "toy-family", model={"base": tiny_model, "task": "toy_intents"})
