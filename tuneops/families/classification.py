@@ -420,6 +420,11 @@ def pyfunc() -> tuple[Any, pd.DataFrame, pd.DataFrame]:
 # ----------------------------------------------------------------------------- config
 
 
+def accepts(config: dict[str, Any]) -> str | None:
+    """Any transformers model with a model_type gets a sequence-classification head."""
+    return None if config.get("model_type") else "its config.json names no model_type; save it with save_pretrained"
+
+
 def config_problems(cfg: TuneopsConfig) -> list[str]:
     """Settings of other families that a classifier config must not carry."""
     d = cfg.data
@@ -439,6 +444,7 @@ register(TaskFamily(
     peft_task_type="SEQ_CLS",
     gate_defaults={"primary_metric": "accuracy", "floors": {"accuracy": 0.0}},
     config_problems=config_problems,
+    accepts=accepts,
     split_data=lambda cfg: cfg.data,
     input_column=lambda cfg: cfg.data.text_column,
     validate=validate_frame,
