@@ -17,6 +17,7 @@ from tuneops import families
 from tuneops.champion import rescore_champion
 from tuneops.config import TuneopsConfig
 from tuneops.evaluation import ChampionScores, Evaluation
+from tuneops.splits import SplitResult
 
 
 @task(name="evaluate-challenger", cache_policy=NO_CACHE)
@@ -32,6 +33,22 @@ def evaluate_challenger(model_dir: str, test_path: str, cfg: TuneopsConfig, out_
         tracking.log_artifacts(run_id, evaluation.report_dir, "evaluation")
     if evaluation.detail_metrics:
         tracking.log_metrics(run_id, evaluation.detail_metrics)
+    return evaluation
+
+
+@task(name="score-baseline", cache_policy=NO_CACHE)
+def score_baseline(test_path: str, splits: SplitResult, cfg: TuneopsConfig, out_dir: Path,
+                   run_id: str) -> Evaluation | None:
+    """The family's baseline on the same test rows (causal_lm: the zero-shot base model); None when it has none."""
+    from tuneops import tracking
+
+    family = families.of(cfg)
+    if family.baseline is None:
+        return None
+    evaluation = family.baseline(pd.read_parquet(test_path), splits, cfg, out_dir)
+    tracking.log_metrics(run_id, {f"baseline_test_{k}": v for k, v in evaluation.metrics.items()})
+    tracking.set_tags(run_id, {"tuneops.baseline": evaluation.name})
+    tracking.client().log_artifact(run_id, evaluation.predictions_path, "evaluation")
     return evaluation
 
 
@@ -59,8 +76,9 @@ def publish(markdown: str, run_id: str, description: str, files: tuple[str, ...]
 
 
 @task(name="publish-report")
-def publish_report(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str, run_id: str) -> str:
-    """Publish the family's evaluation report with the gate's reasoning."""
+def publish_report(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str, run_id: str,
+                   baseline: Evaluation | None = None) -> str:
+    """Publish the family's evaluation report with the gate's reasoning (and the baseline's answers beside)."""
     family = families.of(cfg)
-    return publish(family.report_markdown(cfg, challenger, decision_md), run_id,
+    return publish(family.report_markdown(cfg, challenger, decision_md, baseline), run_id,
                    f"Test metrics of the {family.noun} and gate reasoning", family.report_attachments(challenger))

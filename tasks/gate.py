@@ -11,7 +11,8 @@ from tuneops.gate import GateDecision, decide
 
 
 @task(name="gate")
-def gate(challenger: Evaluation, champion: ChampionScores | None, cfg: GateConfig, run_id: str) -> GateDecision:
+def gate(challenger: Evaluation, champion: ChampionScores | None, cfg: GateConfig, run_id: str,
+         baseline: Evaluation | None = None) -> GateDecision:
     """Decide promotion and record the decision, its reason and every number on the run."""
     import json
 
@@ -23,7 +24,8 @@ def gate(challenger: Evaluation, champion: ChampionScores | None, cfg: GateConfi
                     pd.read_parquet(champion.champion_previous.predictions_path))
     decision = decide(pd.read_parquet(challenger.predictions_path), cfg,
                       pd.read_parquet(champion.current.predictions_path) if champion else None,
-                      champion.version if champion else None, previous)
+                      champion.version if champion else None, previous,
+                      (baseline.name, pd.read_parquet(baseline.predictions_path)) if baseline else None)
     tracking.set_tags(run_id, {"tuneops.gate.passed": decision.passed, "tuneops.gate.reason": decision.reason[:5000]})
     tracking.log_text(run_id, json.dumps(decision.to_dict(), indent=2, default=float), "gate/decision.json")
     return decision

@@ -17,7 +17,7 @@ from tuneops.evaluation import ChampionScores, Evaluation
 from tuneops.gate import GateDecision
 from tuneops.registry import Registration
 from tuneops.splits import SplitResult
-from tuneops.tasks.evaluate import evaluate_challenger, publish_report, score_champion
+from tuneops.tasks.evaluate import evaluate_challenger, publish_report, score_baseline, score_champion
 from tuneops.tasks.gate import gate
 from tuneops.tasks.register import register_model
 from tuneops.training import TrainResult
@@ -74,8 +74,9 @@ def judge_and_register(config: TuneopsConfig, data: pd.DataFrame, splits: SplitR
     challenger = evaluate_challenger(trained.model_dir, test, config, work / "evaluation", run_id)
     champion = score_champion(trained.model_dir, test, splits.fingerprints["test"], config, work / "evaluation",
                               run_id)
-    decision = gate(challenger, champion, config.gate, run_id)
-    publish_report(config, challenger, decision.to_markdown(), run_id)
+    baseline = score_baseline(test, splits, config, work / "evaluation", run_id)
+    decision = gate(challenger, champion, config.gate, run_id, baseline)
+    publish_report(config, challenger, decision.to_markdown(), run_id, baseline)
     data_fingerprint = fingerprint(data, [columns.text_column, columns.label_column])
     registration = register_model(trained, config, data_fingerprint, splits, challenger.metrics, decision, run_id)
     return TrainOutcome(registration, decision, challenger.metrics, run_id,

@@ -66,6 +66,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"model        {r.name} v{r.version}  ({r.model_uri})")
     print("test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
                                       if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "perplexity")))
+    lift = next((c for c in d.checks if c["check"].startswith("lift over baseline")), None)
+    if lift is not None:
+        print(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, lift "
+              f"{lift['delta']:+.4f} (CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}])")
     print(f"gate         {d.reason}")
     print(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
     print(f"mlflow run   {outcome.run_id}")

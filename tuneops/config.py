@@ -301,6 +301,12 @@ class GateConfig(_Section):
     auto_promote: bool = Field(
         True, description="Move the 'champion' alias to the new version when the gate passes."
     )
+    min_lift_over_baseline: float | None = Field(
+        None, ge=-1, le=1, description="The challenger must beat the task family's baseline on the same test rows "
+        "(causal_lm: the zero-shot base model) by at least this on the primary metric: the paired bootstrap CI's "
+        "lower bound of (challenger - baseline) must be >= it. Null: the baseline is reported, not gated (the "
+        "default for families without a baseline; causal_lm defaults to 0.0).",
+    )
 
     @model_validator(mode="after")
     def _floors(self) -> GateConfig:

@@ -20,6 +20,8 @@ class Evaluation:
     predictions_path: str
     detail_metrics: dict[str, float] = field(default_factory=dict)
     report_dir: str | None = None
+    name: str = "challenger"
+    """Which model was scored (a baseline says what it is, e.g. 'zero-shot base model')."""
 
 
 @dataclass

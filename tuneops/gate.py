@@ -140,10 +140,25 @@ def slice_checks(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConf
     return checks
 
 
+def lift_over_baseline(challenger: pd.DataFrame, baseline: pd.DataFrame, cfg: GateConfig, name: str) -> dict:
+    """The primary metric's paired difference (challenger - baseline) on the same rows, with its bootstrap CI."""
+    m = cfg.primary_metric
+    delta, low, high = paired_bootstrap(challenger, baseline, m, cfg.bootstrap_samples, cfg.confidence)
+    bound = cfg.min_lift_over_baseline
+    return {"check": f"lift over baseline ({name}, {m})", "against": name, "baseline": metrics_of(baseline)[m],
+            "delta": delta,
+            "ci_low": low, "ci_high": high, "confidence": cfg.confidence, "bound": bound if bound is not None else 0.0,
+            "gated": bound is not None, "passed": bound is None or low >= bound}
+
+
 def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | None = None,
            champion_version: str | None = None,
-           previous: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> GateDecision:
-    """Apply the rules to per-example predictions (columns y_true, y_pred, optional slice:<col>)."""
+           previous: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+           baseline: tuple[str, pd.DataFrame] | None = None) -> GateDecision:
+    """Apply the rules to per-example predictions (columns y_true, y_pred, optional slice:<col>).
+
+    ``baseline`` is (what it is, its per-example predictions on the same rows), when the family scored one.
+    """
     metrics = metrics_of(challenger)
     checks: list[dict] = []
     for metric, floor in sorted(cfg.floors.items()):
@@ -151,6 +166,8 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
                        "passed": metrics[metric] >= floor})
     if cfg.max_perplexity is not None:
         checks.append(perplexity_ceiling(challenger, cfg.max_perplexity))
+    if baseline is not None:
+        checks.append(lift_over_baseline(challenger, baseline[1], cfg, baseline[0]))
     if champion is not None:
         checks.append(_compare(challenger, champion, cfg, champion_version or "?"))
         checks += slice_checks(challenger, champion, cfg)
@@ -165,14 +182,17 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
     failures = [_explain(c) for c in checks if not c["passed"]]
     if failures:
         return GateDecision(False, "not promoted: " + "; ".join(failures), champion_version, checks)
+    lift = next((c for c in checks if c["check"].startswith("lift over baseline")), None)
+    lifted = (f"; {cfg.primary_metric} {lift['delta']:+.4f} over the baseline ({lift['against']}, "
+              f"CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}])") if lift else ""
     if champion is None:
-        return GateDecision(True, "passed: first model, all floors met", champion_version, checks)
+        return GateDecision(True, "passed: first model, all floors met" + lifted, champion_version, checks)
     compare = next(c for c in checks if c["check"].startswith("vs champion"))
     detail = (f"CI [{compare['ci_low']:+.4f}, {compare['ci_high']:+.4f}]" if "ci_low" in compare
               else f"McNemar p={compare['p_value']:.3g}")
     return GateDecision(True, f"passed: {cfg.primary_metric} {compare['delta']:+.4f} vs champion "
                               f"v{champion_version} on the same test split ({detail}, {cfg.policy}); floors, slices"
-                              f"{' and previous split' if previous else ''} hold", champion_version, checks)
+                              f"{' and previous split' if previous else ''} hold{lifted}", champion_version, checks)
 
 
 def perplexity_ceiling(challenger: pd.DataFrame, ceiling: float) -> dict:
@@ -184,6 +204,10 @@ def perplexity_ceiling(challenger: pd.DataFrame, ceiling: float) -> dict:
 
 def _explain(check: dict) -> str:
     name = check["check"]
+    if name.startswith("lift over baseline"):
+        return (f"{name}: difference {check['delta']:+.4f} (baseline {check['baseline']:.4f}), "
+                f"{check['confidence']:.0%} CI lower bound {check['ci_low']:+.4f} < {check['bound']:+.4f} "
+                "(gate.min_lift_over_baseline): it does not beat what it started from")
     if name.startswith("ceiling"):
         if check["value"] is None:
             return "perplexity was not measured (no per-example nll in the evaluation); unset gate.max_perplexity"

@@ -141,6 +141,12 @@ def provenance_tags(cfg: TuneopsConfig, data_fingerprint: str, splits: SplitResu
     from tuneops.bases import provenance
 
     tags.update(provenance(cfg.model.base))
+    lift = next((c for c in decision.checks if c["check"].startswith("lift over baseline")), None)
+    if lift is not None:  # against which baseline, and by how much (with its paired CI)
+        metric = cfg.gate.primary_metric
+        tags.update({"tuneops.baseline": lift["check"], f"tuneops.baseline.test_{metric}": f"{lift['baseline']:.6f}",
+                     f"tuneops.lift_over_baseline.{metric}": f"{lift['delta']:+.6f}",
+                     "tuneops.lift_over_baseline.ci": f"[{lift['ci_low']:+.6f}, {lift['ci_high']:+.6f}]"})
     tags.update({f"tuneops.split.{n}.fingerprint": f for n, f in splits.fingerprints.items()})
     tags.update({f"tuneops.metric.test_{k}": f"{v:.6f}" for k, v in metrics.items() if not k.startswith("seconds")})
     return tags

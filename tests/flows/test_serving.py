@@ -67,7 +67,9 @@ def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
     from tuneops.flows.train_model import train_model
 
     name = "serve-generator"
-    outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 2}))
+    # Two epochs teach the random tiny model little beyond its base; the lift over it is reported, not gated.
+    outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 2},
+                                               gate={"min_lift_over_baseline": None}))
     assert outcome.registration.promoted, outcome.decision.reason
     return name
 

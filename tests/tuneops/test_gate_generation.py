@@ -84,3 +84,25 @@ def test_perplexity_ceiling_is_token_weighted_and_names_itself_when_crossed():
     unmeasured = decide(predictions(REFS[:4], REFS[:4]),
                         GateConfig(primary_metric="rouge_l", floors={"rouge_l": 0.5}, max_perplexity=4.0))
     assert not unmeasured.passed and "perplexity was not measured" in unmeasured.reason
+
+
+def test_a_model_must_beat_its_zero_shot_base_on_the_same_prompts():
+    cfg = GateConfig(primary_metric="rouge_l", floors={"rouge_l": 0.0}, min_lift_over_baseline=0.0)
+    base = ("zero-shot base model", predictions(REFS, ["I am a helpful assistant"] * 120))
+    tuned = predictions(REFS, REFS[:100] + ["card"] * 20)
+    first = decide(tuned, cfg, baseline=base)
+    assert first.passed and first.reason.startswith("passed: first model, all floors met; rouge_l +")
+    assert "over the baseline (zero-shot base model, CI [" in first.reason
+    lift = next(c for c in first.checks if c["check"].startswith("lift over baseline"))
+    assert lift["baseline"] == pytest_approx(base[1].rouge_l.mean()) and lift["ci_low"] > 0.5
+
+    same = decide(base[1], cfg, baseline=base)  # a "fine-tune" that answers exactly as its base did
+    assert same.passed  # CI [0, 0]: not below the base; a positive min_lift_over_baseline demands a real lift
+    demanding = cfg.model_copy(update={"min_lift_over_baseline": 0.05})
+    refused = decide(base[1], demanding, baseline=base)
+    assert not refused.passed and "does not beat what it started from" in refused.reason
+    assert "gate.min_lift_over_baseline" in refused.reason
+
+    reported = decide(base[1], cfg.model_copy(update={"min_lift_over_baseline": None}), baseline=base)
+    assert reported.passed and any(c["check"].startswith("lift over baseline") and not c["gated"]
+                                   for c in reported.checks)

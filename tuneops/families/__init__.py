@@ -68,8 +68,8 @@ class TaskFamily:
     """A predictor of a registered version (name, version), for :attr:`score`."""
     score: Callable[[Any, pd.DataFrame, TuneopsConfig, Path], Evaluation]
     """Score a predictor on a labelled frame; keeps per-example predictions for the gate."""
-    report_markdown: Callable[[TuneopsConfig, Evaluation, str], str]
-    """The evaluation report a reviewer reads (headline metrics, the gate's reasoning, details)."""
+    report_markdown: Callable[[TuneopsConfig, Evaluation, str, Evaluation | None], str]
+    """The evaluation report a reviewer reads (headline metrics, the gate's reasoning, details; the baseline's)."""
     report_attachments: Callable[[Evaluation], tuple[str, ...]]
     """Files logged beside the report on the MLflow run."""
     model_card: Callable[[TuneopsConfig, dict[str, str], SplitResult, dict[str, float], TrainResult], str]
@@ -78,8 +78,9 @@ class TaskFamily:
     """The MLflow PythonModel, an input example and an output example (the signature)."""
     accepts: Callable[[dict[str, Any]], str | None] = lambda config: None
     """Given a base model's config.json, why this family cannot train it (None: it can)."""
-    baseline: Callable[[SplitResult, TuneopsConfig, Path], Evaluation] | None = None
-    """A reference model scored on the same test rows (None: the family has none yet)."""
+    baseline: Callable[[pd.DataFrame, SplitResult, TuneopsConfig, Path], Evaluation] | None = None
+    """A reference model scored on the test frame (causal_lm: the zero-shot base); the gate's lift check compares
+    the challenger with it (gate.min_lift_over_baseline). None: the family has none yet."""
     search_metric: Callable[[TuneopsConfig], tuple[str, bool]] | None = None
     """(validation metric, higher is better) that tune_hyperparameters ranks trials by; None: no search."""
     prediction_columns: tuple[str, ...] = ()

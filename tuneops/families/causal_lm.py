@@ -295,8 +295,31 @@ def registered_generate(name: str, version: str) -> Generate:
     return generate
 
 
-def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str) -> str:
-    """The report a reviewer reads: headline metrics, the gate's reasoning, the worst examples."""
+def zero_shot_baseline(frame: pd.DataFrame, splits: SplitResult, cfg: TuneopsConfig, out_dir: Path) -> Evaluation:
+    """The base model before fine-tuning, answering the same test prompts the same way (greedy, same template)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneops import generation
+    from tuneops.models import resolve_base
+
+    base = resolve_base(cfg.model.base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    generator = generation.Generator(Path(base), cfg.training.eval_batch_size,
+                                     model=AutoModelForCausalLM.from_pretrained(base), tokenizer=tokenizer,
+                                     settings=generation.GenerationSettings(cfg.model.prompt_template,
+                                                                            cfg.model.max_length,
+                                                                            cfg.model.max_new_tokens))
+    evaluation = score_generations(generator.generate, frame, cfg, out_dir / "baseline_test.parquet")
+    evaluation.name = "zero-shot base model"
+    return evaluation
+
+
+SIDE_BY_SIDE = 8  # sample prompts shown with the base model's and the fine-tuned model's answers
+
+
+def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str,
+                    baseline: Evaluation | None = None) -> str:
+    """The report a reviewer reads: headline metrics, the gate's reasoning, base vs fine-tuned answers, the worst."""
     m = challenger.metrics
     predictions = pd.read_parquet(challenger.predictions_path)
     ppl = f", perplexity {m['perplexity']:.3f}" if "perplexity" in m else ""
@@ -312,6 +335,14 @@ def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str
 
     lines += [f"| {cell(r.prompt)} | {cell(r.y_true)} | {cell(r.y_pred)} | {r.rouge_l:.3f} |"
               for r in predictions.sort_values("rouge_l", kind="stable").head(WORST).itertuples()]
+    if baseline is not None:
+        base = pd.read_parquet(baseline.predictions_path)
+        b = baseline.metrics
+        lines += ["", f"## {baseline.name} vs fine-tuned ({min(SIDE_BY_SIDE, len(base))} of {len(base)} test prompts)",
+                  "", f"The {baseline.name}: ROUGE-L {b['rouge_l']:.4f}, exact match {b['exact_match']:.4f} on the "
+                  "same prompts.", "", "| prompt | reference | base model | fine-tuned |", "|---|---|---|---|"]
+        lines += [f"| {cell(p)} | {cell(t)} | {cell(z)} | {cell(f)} |" for p, t, z, f in zip(
+            predictions.prompt.head(SIDE_BY_SIDE), predictions.y_true, base.y_pred, predictions.y_pred, strict=False)]
     lines += ["", "Per-example scores: `evaluation/challenger_test.parquet` on the MLflow run."]
     return "\n".join(lines)
 
@@ -415,7 +446,7 @@ register(TaskFamily(
     summary="instruction tuning: prompt -> generated response, a causal language model",
     noun="causal LM",
     peft_task_type="CAUSAL_LM",
-    gate_defaults={"primary_metric": "rouge_l", "floors": {"rouge_l": 0.0}},
+    gate_defaults={"primary_metric": "rouge_l", "floors": {"rouge_l": 0.0}, "min_lift_over_baseline": 0.0},
     config_problems=config_problems,
     accepts=accepts,
     split_data=split_data,
@@ -431,6 +462,7 @@ register(TaskFamily(
     report_attachments=lambda evaluation: (evaluation.predictions_path,),
     model_card=generator_card,
     pyfunc=generator_model,
+    baseline=zero_shot_baseline,
     unsupported="the production log and drift monitoring work on classifier predictions (a label and a confidence "
                 "per text), and hyperparameter search on a classifier's validation metric; score its prompts with "
                 "`tuneops predict --config CONFIG --input FILE --output FILE` instead, and run train_model once per "

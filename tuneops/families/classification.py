@@ -358,7 +358,8 @@ def registered_predict(name: str, version: str) -> Predict:
     return predict
 
 
-def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str) -> str:
+def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str,
+                    baseline: Evaluation | None = None) -> str:
     """The evaluation report a reviewer reads: headline metrics, per-class table, gate reasoning."""
     m = challenger.metrics
     per_class = per_class_table(pd.read_parquet(challenger.predictions_path))
