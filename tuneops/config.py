@@ -204,7 +204,8 @@ class _TrainingBase(_Section):
         None, ge=1, description="Stop after this many epochs without a better validation metric (the best epoch "
         "is restored either way); null trains every epoch.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="Training precision; bf16/fp16 need a GPU that supports them.")
+        "fp32", description="Training precision: 'bf16' trains under autocast on GPUs and on CPUs with bf16 "
+        "instructions (AVX512-BF16/AMX; other CPUs fall back to fp32 with a warning); 'fp16' needs a GPU.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
     checkpoint_uri: str | None = Field(
         None, description="Also mirror each epoch's checkpoint here (an s3:// prefix or a folder), so a re-run on "

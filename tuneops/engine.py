@@ -33,12 +33,38 @@ class TrainingError(TuneopsError):
     """Training cannot start or its result cannot be trusted (memory, empty adapter, export mismatch)."""
 
 
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), which CPU autocast needs to be worth it."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # no public getter in torch 2.13
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def mixed_precision(cfg: TuneopsConfig) -> tuple[bool, bool]:
+    """(bf16, fp16) for the Trainer: bf16 runs under autocast on a GPU or on a CPU that supports it, else fp32."""
+    import torch
+
+    precision, gpu = cfg.training.precision, torch.cuda.is_available()
+    if precision == "fp16" and not gpu:
+        raise TrainingError("training.precision fp16 needs a GPU; on a CPU use bf16 (where the CPU supports it) or "
+                            "fp32")
+    if precision == "bf16" and not gpu and not cpu_supports_bf16():
+        logger().warning("training.precision bf16: this CPU (%s) has no bf16 instructions, so it trains in fp32",
+                         torch.backends.cpu.get_cpu_capability())
+        return False, False
+    return precision == "bf16", precision == "fp16"
+
+
 def training_arguments(cfg: TuneopsConfig, output_dir: Path, metric: str, **overrides: Any) -> Any:
     """TrainingArguments from the config: epoch-wise evaluation and checkpoints, best epoch restored."""
     import torch
     from transformers import TrainingArguments
 
     t = cfg.training
+    bf16, fp16 = mixed_precision(cfg)
     args: dict[str, Any] = dict(
         output_dir=str(output_dir),
         num_train_epochs=t.epochs,
@@ -59,8 +85,8 @@ def training_arguments(cfg: TuneopsConfig, output_dir: Path, metric: str, **over
         logging_steps=10,
         seed=t.seed,
         data_seed=t.seed,
-        bf16=t.precision == "bf16",
-        fp16=t.precision == "fp16",
+        bf16=bf16,
+        fp16=fp16,
         use_cpu=not torch.cuda.is_available(),
         report_to="none",
         dataloader_num_workers=0,

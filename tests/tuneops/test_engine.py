@@ -57,3 +57,42 @@ def test_early_stopping_ends_training_and_same_seed_gives_same_metrics(prefect_s
     assert runs[0]["epochs_run"] == runs[1]["epochs_run"]
     for metric in ("best_validation_accuracy", "test_accuracy", "test_macro_f1"):
         assert runs[0][metric] == runs[1][metric], metric
+
+
+def test_bf16_trains_on_a_cpu_with_bf16_instructions_and_falls_back_to_fp32_elsewhere(
+        tiny_causal_lm, instruction_csv, tmp_path, monkeypatch, caplog):
+    import pandas as pd
+    import torch
+
+    from tests.conftest import causal_config
+    from tuneops import engine
+    from tuneops.splits import split_frame
+    from tuneops.training import train
+
+    cfg = causal_config(instruction_csv, tiny_causal_lm, "bf16", training={"epochs": 1, "precision": "bf16"})
+    if not torch.cuda.is_available():
+        monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
+        with caplog.at_level("WARNING", logger="tuneops.engine"):
+            assert engine.mixed_precision(cfg) == (False, False)
+        assert "has no bf16 instructions, so it trains in fp32" in caplog.text
+        monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
+    assert engine.mixed_precision(cfg) == (True, False)
+    assert engine.training_arguments(cfg, tmp_path / "args", "loss").bf16
+
+    splits = split_frame(pd.read_csv(instruction_csv), cfg.split_data(), cfg.split, tmp_path / "splits")
+    if not (torch.cuda.is_available() or engine.cpu_supports_bf16()):
+        pytest.skip("this CPU has no bf16 instructions: bf16 training itself cannot run here (fallback tested above)")
+    result = train(cfg, splits, tmp_path / "out")  # under CPU autocast; the export check reloads it in fp32
+    assert result is not None and result.best_validation["loss"] > 0
+
+
+def test_fp16_on_a_cpu_is_refused_with_the_alternatives(tiny_causal_lm, instruction_csv):
+    import torch
+
+    from tests.conftest import causal_config
+    from tuneops import engine
+
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is for GPUs; this machine has one")
+    with pytest.raises(TrainingError, match="fp16 needs a GPU; on a CPU use bf16"):
+        engine.mixed_precision(causal_config(instruction_csv, tiny_causal_lm, "fp16", training={"precision": "fp16"}))
