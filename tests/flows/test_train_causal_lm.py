@@ -195,3 +195,33 @@ def test_chat_messages_data_trains_and_the_champion_is_rescored(prefect_server, 
     answers = pd.read_json(tmp_path / "answers.jsonl", lines=True, dtype=False)
     assert written.rows == 1 and json.loads(answers.prompt[0]) == conversation
     assert answers.response[0] == out.response[0]
+
+
+def test_a_registered_champion_is_a_base_with_its_lineage_recorded(full_then_lora, tiny_causal_lm, instruction_csv):
+    """models:/NAME@champion as model.base: the next model starts from the registered weights (SFT -> next stage)."""
+    from tuneops.flows.train_model import train_model
+
+    champion = registry.alias_version("causal-intent", "champion")
+    champion_run = MlflowClient().get_model_version("causal-intent", champion).run_id
+    cfg = causal_config(instruction_csv, "models:/causal-intent@champion", "causal-from-champion",
+                        model={"base": "models:/causal-intent@champion", "task": "causal_lm", "max_length": 48,
+                               "max_new_tokens": 6},
+                        training={"epochs": 1},
+                        # It starts from a trained model: its lift over that base is reported, not gated.
+                        gate={"min_lift_over_baseline": None})
+    outcome = train_model(config=cfg)
+    mv = MlflowClient().get_model_version("causal-from-champion", outcome.registration.version)
+    assert mv.tags["tuneops.base_model"] == "models:/causal-intent@champion"
+    assert mv.tags["tuneops.base_model.registered"] == f"causal-intent/{champion}"
+    assert mv.tags["tuneops.base_model.run_id"] == champion_run
+    # Starting from the trained champion, not from the random tiny model: it answers from the first epoch on.
+    assert outcome.test_metrics["exact_match"] > majority_rate(
+        MlflowClient().download_artifacts(outcome.run_id, "splits/test.parquet")) + 0.3, outcome.test_metrics
+
+
+def test_a_registered_base_that_does_not_exist_is_named():
+    from tuneops.bases import preflight
+    from tuneops.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.base 'models:/no-such-model@champion' is not in the model registry"):
+        preflight("models:/no-such-model@champion", "causal_lm")

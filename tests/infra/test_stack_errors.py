@@ -86,3 +86,33 @@ def test_a_server_that_cannot_start_fails_up_and_leaves_nothing_running(tmp_path
     mlflow_pid = int(re.search(r"starting MLflow server on \S+ \(pid (\d+),", proc.stdout).group(1))
     assert not alive(mlflow_pid), "the MLflow server this `up` started must be stopped"
     assert not list((tmp_path / "stack").glob("*.pid"))
+
+
+def test_a_server_busy_with_its_database_is_asked_again():
+    """Prefect's SQLite server answers 503 while another writer holds the database: the stack retries, then
+    reports a server that stays unavailable with its status."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answers = [503, 503, 201]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            code = answers.pop(0) if answers else 503
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(b'{"exception_message":"Service Unavailable"}' if code == 503 else b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/queues"
+    try:
+        assert stack._post(url, {"name": "training"})[0] == 201  # two busy answers, then created
+        status, body = stack._post(url, {"name": "training"}, attempts=2)  # busy every time: the status comes back
+        assert status == 503 and b"Service Unavailable" in body
+    finally:
+        server.shutdown()
