@@ -28,6 +28,14 @@ GENERATION_METRICS = ("rouge_l", "exact_match")  # per-example scores of model.t
 DEFAULT_TEMPLATE = "### Instruction:\n{prompt}\n### Response:\n"
 
 
+def _require_known(what: str, value: str, known: dict[str, Any]) -> None:
+    """A name looked up in a registry of modules (families, methods): unknown names get the closest one as a hint."""
+    if value not in known:
+        hint = difflib.get_close_matches(value, list(known), n=1)
+        raise ValueError(f"unknown {what} '{value}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                         + f"; known: {', '.join(known)}")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -147,10 +155,7 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _known_task(self) -> ModelConfig:
-        if self.task not in FAMILIES:
-            hint = difflib.get_close_matches(self.task, list(FAMILIES), n=1)
-            raise ValueError(f"unknown model.task '{self.task}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                             + f"; known: {', '.join(FAMILIES)}")
+        _require_known("model.task", self.task, FAMILIES)
         return self
 
     @model_validator(mode="after")
@@ -228,10 +233,7 @@ class _TrainingBase(_Section):
 
     @model_validator(mode="after")
     def _method_settings(self) -> _TrainingBase:
-        if self.method not in METHODS:
-            hint = difflib.get_close_matches(self.method, list(METHODS), n=1)
-            raise ValueError(f"unknown method '{self.method}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                             + f"; known: {', '.join(METHODS)}")
+        _require_known("method", self.method, METHODS)
         for name in METHODS:
             given = getattr(self, name, None)
             if name != self.method and given is not None:
