@@ -45,8 +45,8 @@ def prepare(work: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
+    from tuneops.bases import resolve as resolve_base
     from tuneops.config import load_config
-    from tuneops.models import resolve_base
     from tuneops.splits import split_frame
     from tuneops.tasks.data import load_dataset
 

@@ -41,8 +41,8 @@ def _setup(mode: str, rows: int) -> tuple[Any, Any, Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tuneops import methods
+    from tuneops.bases import resolve as resolve_base
     from tuneops.config import load_config
-    from tuneops.models import resolve_base
 
     transformers.logging.set_verbosity_error()
     method = "full" if mode.endswith("full") else "lora"

@@ -71,7 +71,7 @@ def combine(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_di
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from tuneops.models import resolve_base
+    from tuneops.bases import resolve as resolve_base
 
     if len(sources) < 2 or len(sources) != len(weights):
         raise TrainingError(f"combining needs at least two sources and one weight per source (got {len(sources)} "

@@ -49,7 +49,7 @@ def tiny_model(tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tuneops.models import resolve_base
+    from tuneops.bases import resolve as resolve_base
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_base(MINILM))

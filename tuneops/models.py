@@ -1,4 +1,4 @@
-"""Resolve base models and run predictions with a saved classifier.
+"""Run predictions with a saved classifier (base models are resolved by tuneops.bases).
 
 :class:`Classifier` is the one prediction path: evaluation, the registered MLflow pyfunc,
 `tuneops predict` and batch scoring all call it, so what was evaluated is what serves.
@@ -13,12 +13,6 @@ from typing import Any
 ADAPTER_DIR = "adapter"  # PEFT-format adapter (every adapter method), with its resolved settings beside it
 BASE_DIR = "base"  # the frozen base model, exported only for methods that cannot merge (prefix, prompt)
 
-
-def resolve_base(base: str) -> str:
-    """A local folder for packaged models; local paths and hub ids pass through unchanged (tuneops.bases)."""
-    from tuneops.bases import resolve
-
-    return resolve(base)
 
 
 @dataclass

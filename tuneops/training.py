@@ -60,7 +60,7 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
     from transformers import Trainer
 
     from tuneops import engine, families, settings
-    from tuneops.models import resolve_base
+    from tuneops.bases import resolve as resolve_base
 
     transformers.logging.set_verbosity_error()
     family = families.of(cfg)

@@ -106,7 +106,7 @@ def _token_report(frame: pd.DataFrame, cfg: TuneopsConfig) -> Check:
     """How many examples (prompt + response + EOS) exceed model.max_length tokens and will be cut."""
     from transformers import AutoTokenizer
 
-    from tuneops.models import resolve_base
+    from tuneops.bases import resolve as resolve_base
 
     sample = frame.dropna().head(20_000)
     try:
@@ -300,7 +300,7 @@ def zero_shot_baseline(frame: pd.DataFrame, splits: SplitResult, cfg: TuneopsCon
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tuneops import generation
-    from tuneops.models import resolve_base
+    from tuneops.bases import resolve as resolve_base
 
     base = resolve_base(cfg.model.base)
     tokenizer = AutoTokenizer.from_pretrained(base)

@@ -76,7 +76,7 @@ def _token_report(texts: pd.Series, cfg: TuneopsConfig) -> Check:
     """How many rows the tokenizer would truncate at model.max_length (on a sample of large data)."""
     from transformers import AutoTokenizer
 
-    from tuneops.models import resolve_base
+    from tuneops.bases import resolve as resolve_base
 
     sample = texts.dropna().astype(str)
     if sample.empty:
