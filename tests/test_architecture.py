@@ -148,34 +148,37 @@ def _reads_model_task(node: ast.AST) -> bool:
         and node.value.attr == "model"
 
 
+def family_branches(tree: ast.AST, names: set[str]) -> list[ast.AST]:
+    """Comparisons, matches and lookups on ``<x>.model.task`` or on a family's name."""
+    found = []
+    for node in ast.walk(tree):
+        operands = []
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.Match):
+            operands = [node.subject]
+        elif isinstance(node, ast.Subscript):
+            operands = [node.slice]
+        if any(_reads_model_task(o) or (isinstance(o, ast.Constant) and o.value in names) for o in operands):
+            found.append(node)
+    return found
+
+
 def test_nothing_outside_the_families_branches_on_the_task_family():
     from tuneops.families import FAMILIES
 
-    names, found = set(FAMILIES), []
-    for module, path in MODULES.items():
-        if module.startswith(FAMILY_CODE):
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            operands = []
-            if isinstance(node, ast.Compare):
-                operands = [node.left, *node.comparators]
-            elif isinstance(node, ast.Match):
-                operands = [node.subject]
-            elif isinstance(node, ast.Subscript):
-                operands = [node.slice]
-            for operand in operands:
-                if _reads_model_task(operand) or (isinstance(operand, ast.Constant) and operand.value in names):
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}"
+             for module, path in MODULES.items() if not module.startswith(FAMILY_CODE)
+             for node in family_branches(ast.parse(path.read_text()), set(FAMILIES))]
     assert not found, "branch on model.task outside tuneops/families/:\n" + "\n".join(found)
 
 
 def test_the_branch_check_catches_a_branch():
-    """The check above is only worth something if it sees the pattern it forbids."""
-    tree = ast.parse("if cfg.model.task == 'causal_lm':\n    pass\nx = TABLE[cfg.model.task]")
-    flagged = [n for n in ast.walk(tree) if isinstance(n, ast.Compare | ast.Subscript)
-               and any(_reads_model_task(o) for o in ([n.left, *n.comparators] if isinstance(n, ast.Compare)
-                                                      else [n.slice]))]
-    assert len(flagged) == 2
+    """The check above is only worth something if it sees the patterns it forbids (and not a plain read)."""
+    tree = ast.parse("if cfg.model.task == 'x':\n    pass\nif kind == 'causal_lm':\n    pass\n"
+                     "y = TABLE[cfg.model.task]\nmatch cfg.model.task:\n    case _:\n        pass\n"
+                     "tags = {'task': cfg.model.task}")
+    assert len(family_branches(tree, {"causal_lm", "classification"})) == 4
 
 
 @pytest.mark.parametrize("module", ["tuneops.serving", "tuneops.models", "tuneops.generation",

@@ -77,7 +77,11 @@ def _smollm2() -> Path:
     index = cache_dir() / "gguf-hashes.json"
     known = json.loads(index.read_text()) if index.is_file() else {}
     key = f"{gguf}|{stat.st_size}|{int(stat.st_mtime)}"
-    digest = known.get(key) or _sha256(gguf)
+    digest = known.get(key)
+    if digest is None:
+        digest = known[key] = _sha256(gguf)
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        index.write_text(json.dumps(known))
     target = cache_dir() / f"smollm2-135m-instruct-{digest[:16]}"
     if (target / SOURCE_FILE).is_file():
         return target
@@ -104,8 +108,6 @@ def _smollm2() -> Path:
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    known[key] = digest
-    index.write_text(json.dumps(known))
     return target
 
 

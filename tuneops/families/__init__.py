@@ -9,8 +9,8 @@ apply. Every module in this package that calls :func:`register` is a family: add
 a file; the config accepts its name, and the flows, tasks and the trainer reach it through :func:`of`.
 
 Nothing outside this package and the config schema branches on ``model.task`` or a family's name.
-Family modules import their heavy libraries inside functions, so that the config (which imports this
-package to know the families) stays cheap to import.
+Family modules import torch, transformers, Great Expectations and MLflow inside functions (pandas at module
+level), so that the config, which imports this package to know the families, stays cheap to import.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,6 @@ class TaskFamily:
     """Drift signals monitoring computes for this family; empty: monitoring refuses it."""
     unsupported: str = ""
     """Why a stage the family does not offer yet (empty log/drift/search) refuses it, and what to do instead."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 FAMILIES: dict[str, TaskFamily] = {}
