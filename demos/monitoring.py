@@ -1,4 +1,6 @@
-"""The monitoring story with the real MiniLM, start to end: ``make demo-monitoring`` (python demos/monitoring.py).
+"""The monitoring story with a real model, start to end: ``make demo-monitoring`` (MiniLM classifier,
+python demos/monitoring.py) and ``make demo-monitoring-llm`` (SmolLM2 answering "Which intent: <query>",
+python demos/monitoring.py --llm).
 
 1. Phase one: the company's labelled data lacks the virtual/disposable card intents; a champion is
    trained on the other card and payment intents and promoted.
@@ -7,7 +9,7 @@
    (to a loopback webhook standing in for Slack) -> labelled rows of the new intents have arrived ->
    the training deployment is triggered on old + new data.
 4. The triggered run (executed here, as a worker would) is gated against the champion and promoted;
-   the new champion names the new intents it never saw in phase one.
+   the new champion names the new intents it never saw in phase one (share of unseen texts named exactly).
 
 Everything lives under ``$TUNEOPS_HOME/demo-monitoring``; MLflow and Prefect are the usual local ones.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,17 +60,55 @@ def say(step: str, text: str = "") -> None:
     print(f"\n=== {step}" + (f"\n{text}" if text else ""), flush=True)
 
 
-def config(company: Path, work: Path) -> Any:
+@dataclass
+class Story:
+    """What differs between the classifier's story and the LLM's: the config, the data shape, what 'right' is."""
+
+    name: str
+    config: str
+    input_column: str
+    training: dict[str, Any]
+    gate_floors: dict[str, float]
+
+    def company_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """BANKING77 rows (text, category) as the company's labelled data for this model."""
+        if self.input_column == "text":
+            return rows[["text", "category"]]
+        return pd.DataFrame({"prompt": "Which intent: " + rows.text, "response": rows.category.str.replace("_", " ")})
+
+    def inputs(self, texts: pd.Series) -> pd.DataFrame:
+        return pd.DataFrame({self.input_column: texts if self.input_column == "text" else "Which intent: " + texts})
+
+    def named(self, version: str, rows: pd.DataFrame) -> float:
+        """Share of rows whose intent the version names exactly."""
+        from tuneops.generation import exact_match
+        from tuneops.scoring import score_texts
+
+        scored = score_texts(self.name, version, self.inputs(rows.text), self.input_column)
+        if self.input_column == "text":
+            return float((scored.label.to_numpy() == rows.category.to_numpy()).mean())
+        return float(pd.Series([exact_match(r, c.replace("_", " ")) for r, c in zip(
+            scored.response, rows.category, strict=True)]).mean())
+
+
+CLASSIFIER = Story(NAME, "configs/banking77_lora.yaml", "text", {"epochs": 4}, {"accuracy": 0.8})
+LLM = Story("banking77-monitoring-demo-llm", "configs/banking77_instruct.yaml", "prompt", {"epochs": 3},
+            {"exact_match": 0.5})
+
+
+def config(story: Story, company: Path, work: Path) -> Any:
     import yaml
 
     from tuneops.config import validate_config
 
-    raw = yaml.safe_load((ROOT / "configs/banking77_lora.yaml").read_text())
-    raw["data"].update({"path": str(company), "select_labels": None, "max_rows_per_label": None})
-    raw["training"]["epochs"] = 4
-    raw["registry"]["model_name"] = NAME
-    raw["gate"]["floors"] = {"accuracy": 0.8}
-    raw["monitoring"].update({
+    raw = yaml.safe_load((ROOT / story.config).read_text())
+    raw["data"].update({"path": str(company)})
+    for key in ("select_labels", "max_rows_per_label"):
+        raw["data"].pop(key, None)
+    raw["training"].update(story.training)
+    raw["registry"]["model_name"] = story.name
+    raw["gate"]["floors"] = story.gate_floors
+    raw.setdefault("monitoring", {}).update({
         "min_rows": 100, "reference_rows": 1000, "embedding_sample": 300, "report_path": str(work / "reports"),
         "alerts": {"channels": [{"kind": "slack", "url_env": "TUNEOPS_DEMO_SLACK"}], "retries": 1},
         "retrain": {"enabled": True, "min_new_rows": 100, "cooldown_hours": 24,
@@ -76,24 +117,23 @@ def config(company: Path, work: Path) -> Any:
     return validate_config(raw, "the demo config")
 
 
-def log_traffic(cfg: Any, version: str, texts: pd.Series, folder: Path) -> str:
+def log_traffic(story: Story, version: str, texts: pd.Series, folder: Path) -> str:
     """Score texts with the champion and write them as the production prediction log does."""
     from tuneops.scoring import append_prediction_log, score_texts
 
-    scored = score_texts(cfg.registry.model_name, version, pd.DataFrame({"text": texts}), "text")
+    scored = score_texts(story.name, version, story.inputs(texts), story.input_column)
     append_prediction_log(scored, str(folder), "jsonl", now=datetime.now(UTC))
     return str(folder)
 
 
-def share_named(version: str, texts: pd.DataFrame) -> float:
-    from tuneops.scoring import score_texts
-
-    predicted = score_texts(NAME, version, texts[["text"]], "text").label.to_numpy()
-    return float((predicted == texts.category.to_numpy()).mean())
-
-
 def main() -> None:
+    import argparse
+
     from tuneops import registry, settings
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--llm", action="store_true", help="the LLM story: SmolLM2 (configs/banking77_instruct.yaml)")
+    story = LLM if parser.parse_args().llm else CLASSIFIER
 
     settings.configure_environment()
     from tuneops.startup import prepare_training
@@ -104,8 +144,8 @@ def main() -> None:
     old = bank[bank.category.isin(OLD)].groupby("category")
     new = bank[bank.category.isin(NEW)].groupby("category")
     company = work / "company_phase1.csv"
-    old.head(80)[["text", "category"]].to_csv(company, index=False)
-    cfg = config(company, work)
+    story.company_rows(old.head(80)).to_csv(company, index=False)
+    cfg = config(story, company, work)
     inbox = Inbox()
     os.environ["TUNEOPS_DEMO_SLACK"] = inbox.url
     prepare_training(cfg.registry.experiment)
@@ -119,21 +159,22 @@ def main() -> None:
     champion = first.registration.version
     deployment_id = train_model.to_deployment(name=DEPLOYMENT, concurrency_limit=1).apply()
     unseen_new = new.nth(range(80, 200))
-    print(f"champion v{champion}: test accuracy {first.test_metrics['accuracy']:.3f}; "
-          f"names the new intents correctly: {share_named(champion, unseen_new):.0%}")
+    metric = cfg.gate.primary_metric
+    print(f"champion v{champion}: test {metric} {first.test_metrics[metric]:.3f}; "
+          f"names the new intents correctly: {story.named(champion, unseen_new):.0%}")
 
     say("2. Control: production traffic from the phase-one intents")
-    control = monitor_production(config=cfg, predictions=log_traffic(cfg, champion, old.nth(range(80, 130)).text,
+    control = monitor_production(config=cfg, predictions=log_traffic(story, champion, old.nth(range(80, 130)).text,
                                                                       work / "traffic-control"))
     print(f"drift: {control.drift}; alerts sent: {len(inbox.received)}; retrain: {control.retrain.reasons[0]}")
 
     say("3. Drift: the new intents arrive in production; their labelled rows arrive in the company data")
     window = pd.concat([old.nth(range(80, 100)).text, new.head(40).text])
     labelled = work / "new_labelled.csv"
-    new.nth(range(40, 80))[["text", "category"]].to_csv(labelled, index=False)
+    story.company_rows(new.nth(range(40, 80))).to_csv(labelled, index=False)
     drift_cfg = cfg.model_copy(deep=True)
     drift_cfg.monitoring.retrain.new_data = str(labelled)
-    outcome = monitor_production(config=drift_cfg, predictions=log_traffic(cfg, champion, window,
+    outcome = monitor_production(config=drift_cfg, predictions=log_traffic(story, champion, window,
                                                                              work / "traffic-drift"))
     drifting = {k: round(s["score"], 3) for k, s in outcome.summary["signals"].items() if s["drift"]}
     print(f"drift: {outcome.drift}; drifting signals: {drifting}\nreport: {outcome.report}")
@@ -151,11 +192,11 @@ def main() -> None:
         assert flow_run.deployment_id == deployment_id
         run_flow_sync(train_model, flow_run=flow_run, parameters={"config": flow_run.parameters["config"]})
         state = client.read_flow_run(flow_run.id).state
-    promoted = registry.alias_version(NAME, "champion")
+    promoted = registry.alias_version(story.name, "champion")
     print(f"flow run {flow_run.name}: {state.name}; champion is now v{promoted} (was v{champion})")
-    print(f"new intents named correctly by the new champion: {share_named(promoted, unseen_new):.0%} "
-          f"(old champion: {share_named(champion, unseen_new):.0%}, on {len(unseen_new)} texts it never saw)")
-    print(f"\nEverything is in {work}, the MLflow registry ({NAME}) and the Prefect server's history.")
+    print(f"new intents named correctly by the new champion: {story.named(promoted, unseen_new):.0%} "
+          f"(old champion: {story.named(champion, unseen_new):.0%}, on {len(unseen_new)} texts it never saw)")
+    print(f"\nEverything is in {work}, the MLflow registry ({story.name}) and the Prefect server's history.")
 
 
 if __name__ == "__main__":

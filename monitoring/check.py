@@ -25,7 +25,8 @@ import pandas as pd
 from tuneops import families, settings
 from tuneops.config import TuneopsConfig, validate_config
 from tuneops.errors import DataError, RegistryError
-from tuneops.monitoring.drift import DriftResult, check_columns, check_drift
+from tuneops.families import require_log_columns
+from tuneops.monitoring.drift import DriftResult, check_drift
 from tuneops.storage import Source, list_sources, parse, read_bytes
 
 DATE_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
@@ -72,14 +73,14 @@ def _in_partition_range(source: Source, window: Window) -> bool:
     return not (window.end is not None and day >= window.end)
 
 
-def read_window(uri: str, window: Window) -> pd.DataFrame:
+def read_window(uri: str, window: Window, required: tuple[str, ...] = ("text",)) -> pd.DataFrame:
     """The prediction-log rows whose timestamp lies in the window (files outside it are not read)."""
     sources = [s for s in list_sources(uri) if _in_partition_range(s, window)]
     if not sources:
         raise DataError(f"{uri} has no prediction-log partitions in {window.describe()}; is score_batch writing "
                         "there, and is the window right?")
     frame = pd.concat([parse(read_bytes(s), s) for s in sources], ignore_index=True)
-    check_columns(frame, f"prediction log {uri}")
+    require_log_columns(frame, f"prediction log {uri}", required)
     if "timestamp" in frame.columns and (window.start or window.end):
         ts = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
         keep = ts.notna()
@@ -118,7 +119,11 @@ def champion_lineage(model_name: str) -> tuple[str, str, str, TuneopsConfig]:
 
 
 def resolve_reference(cfg: TuneopsConfig) -> Reference:
-    """The champion's training data, sampled and scored by the champion (cached per version and sample)."""
+    """The champion's training data, sampled and scored by the champion (cached per version and sample).
+
+    The input column is named ``text`` in both frames whatever the family calls it (a prompt, for a
+    generator); the scored frame keeps every output column the model gives.
+    """
     from tuneops.data import select_subset
     from tuneops.scoring import score_texts
     from tuneops.storage import read_dataset
@@ -129,13 +134,15 @@ def resolve_reference(cfg: TuneopsConfig) -> Reference:
     if (cache / "predictions.parquet").is_file():
         return Reference(name, version, data_path, run_id, train_cfg, pd.read_parquet(cache / "texts.parquet"),
                          pd.read_parquet(cache / "predictions.parquet"))
-    text_col = train_cfg.data.text_column
+    family = families.of(train_cfg)
+    text_col = family.input_column(train_cfg)
     data = select_subset(read_dataset(data_path), train_cfg.data)
     texts = data.sample(min(mon.reference_rows, len(data)), random_state=mon.seed)
     texts = pd.DataFrame({"text": texts[text_col].astype(str).to_numpy()})
     held_out = _held_out_rows(run_id, text_col)
     held_out = held_out.sample(min(mon.reference_rows, len(held_out)), random_state=mon.seed)
-    scored = score_texts(name, version, held_out, text_col)[["text", "label", "confidence"]].reset_index(drop=True)
+    scored = (score_texts(name, version, held_out, text_col).drop(columns=["model_version"])
+              .rename(columns={family.prediction_columns[0]: "text"}).reset_index(drop=True))
     cache.mkdir(parents=True, exist_ok=True)
     texts.to_parquet(cache / "texts.parquet", index=False)
     scored.to_parquet(cache / "predictions.parquet", index=False)
@@ -162,9 +169,19 @@ def _held_out_rows(run_id: str, text_column: str) -> pd.DataFrame:
 def run_check(cfg: TuneopsConfig, predictions: str, window: Window, report_file: str | Path,
               reference: Reference | None = None) -> tuple[DriftResult, Reference]:
     """Read the window, resolve the reference, compare, write the HTML report."""
-    families.require(cfg, "drift monitoring", bool(families.of(cfg).drift_signals))
-    current = read_window(predictions, window)
+    family = families.of(cfg)
+    families.require(cfg, "drift monitoring", family.prediction_drift is not None)
+    current = read_window(predictions, window, family.prediction_columns[:1])
     reference = reference or resolve_reference(cfg)
-    result = check_drift(reference.frame, current, cfg.monitoring, reference.config.model.base, report_file,
-                         prediction_reference=reference.predictions)
-    return result, reference
+    return check_rows(cfg, current, reference, report_file), reference
+
+
+def check_rows(cfg: TuneopsConfig, current: pd.DataFrame, reference: Reference,
+               report_file: str | Path | None = None) -> DriftResult:
+    """Compare prediction-log rows (as score_batch writes them) with the champion's reference: the input signals
+    on the logged input, the family's output signals on the rest."""
+    family = families.of(reference.config)
+    current = current.rename(columns={family.prediction_columns[0]: "text"})
+    comparisons = family.prediction_drift(reference.predictions, current, reference.config)
+    return check_drift(reference.frame, current, cfg.monitoring, reference.config.model.base, comparisons,
+                       report_file)

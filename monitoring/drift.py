@@ -1,17 +1,21 @@
 """The drift check: one Evidently 0.7 report over every signal, reduced to scores and verdicts.
 
-``check_drift(reference, current, settings, tokenizer_base)`` is the one code path that the
-`tuneops monitor` command and the ``monitor_production`` flow share. Both frames carry ``text``,
-``label`` (predicted) and ``confidence``; signals are:
+``check_drift(reference, current, settings, tokenizer_base, comparisons)`` is the one code path that
+the `tuneops monitor` command and the ``monitor_production`` flow share. Both frames carry the model's
+input as ``text`` (a classifier's text, a generator's prompt). Input signals, the same for every task
+family:
 
 - ``text``: Evidently's domain classifier on the raw text (ROC AUC, ``abs_text_content_drift``); for
   every signal's threshold is raised to the chance level of small samples (the ``*_noise_floor``
   functions), so the configured thresholds govern large windows and small ones do not alarm on noise;
 - ``length``, ``word_count``, ``non_letter_share``, ``unknown_token_share``: descriptors
   (:mod:`monitoring.signals`) compared with the normed Wasserstein distance;
-- ``prediction``: predicted-label distribution, Jensen-Shannon distance;
-- ``confidence``: normed Wasserstein distance;
 - ``embedding``: a classifier on sampled MiniLM embeddings (ROC AUC, Evidently's ``ModelDriftMethod``).
+
+Output signals come from the task family (``TaskFamily.prediction_drift``) as
+:class:`tuneops.families.Comparison` s: a classifier's predicted-label distribution (Jensen-Shannon)
+and confidence (normed Wasserstein); a generator's response lengths, empty and cut-off answers, JSON
+validity and extracted labels. Each comparison is one Evidently report.
 """
 
 from __future__ import annotations
@@ -26,17 +30,13 @@ import pandas as pd
 
 from tuneops.config import MonitoringConfig
 from tuneops.errors import DataError
+from tuneops.families import Comparison, require_log_columns
 from tuneops.monitoring.signals import DESCRIPTORS, describe, embed
 
-REQUIRED = ("text", "label", "confidence")
 # signal -> (column compared, Evidently method)
 TEXT_METHODS: dict[str, tuple[str, str]] = {
     "text": ("text", "abs_text_content_drift"),
     **{d: (d, "wasserstein") for d in DESCRIPTORS},
-}
-PREDICTION_METHODS: dict[str, tuple[str, str]] = {
-    "prediction": ("label", "jensenshannon"),
-    "confidence": ("confidence", "wasserstein"),
 }
 AUC_SIGNALS = ("text", "embedding")
 Z_NULL = 3.09  # one-sided 99.9% quantile of the normal distribution
@@ -75,20 +75,8 @@ class DriftResult:
                 "report": self.report, "current_rows": self.current_rows, "reference_rows": self.reference_rows}
 
 
-def check_columns(frame: pd.DataFrame, source: str, required: tuple[str, ...] = REQUIRED) -> None:
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise DataError(f"{source} lacks column(s) {', '.join(missing)} (has {list(frame.columns)}); monitoring "
-                        "reads the prediction log written by score_batch / `tuneops predict` (text, label, "
-                        "confidence, ...)")
-
-
 def _prepare(frame: pd.DataFrame, tokenizer_base: str) -> pd.DataFrame:
     out = pd.DataFrame({"text": frame["text"].fillna("").astype(str).to_numpy()})
-    if "label" in frame.columns:
-        out["label"] = frame["label"].astype(str).to_numpy()
-    if "confidence" in frame.columns:
-        out["confidence"] = pd.to_numeric(frame["confidence"], errors="coerce").to_numpy()
     return pd.concat([out, describe(out["text"], tokenizer_base)], axis=1)
 
 
@@ -152,23 +140,37 @@ def _run_report(metrics: dict[str, tuple[str, str]], thresholds: dict[str, float
     return snap, {name: _value(values, i) for i, name in enumerate(metrics)}
 
 
+def _compare(comparison: Comparison, thresholds: dict[str, float]) -> tuple[Any, dict[str, float], dict[str, float]]:
+    """One family comparison as an Evidently report: scores, and thresholds raised to the sample's noise floor."""
+    from evidently import DataDefinition
+
+    columns = {col: method for col, method in comparison.methods.values()}
+    ref, cur = comparison.reference[list(columns)], comparison.current[list(columns)]
+    definition = DataDefinition(categorical_columns=[c for c, m in columns.items() if m == "jensenshannon"],
+                                numerical_columns=[c for c, m in columns.items() if m != "jensenshannon"])
+    snap, scores = _run_report(comparison.methods, thresholds, ref, cur, definition)
+    effective = {}
+    for name, (col, method) in comparison.methods.items():
+        floor = (label_noise_floor(len(ref), len(cur), len(set(ref[col].astype(str)) | set(cur[col].astype(str))))
+                 if method == "jensenshannon" else distance_noise_floor(len(ref), len(cur)))
+        effective[name] = max(thresholds[name], floor)
+    return snap, scores, effective
+
+
 def check_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringConfig, tokenizer_base: str,
-                report_file: str | Path | None = None, prediction_reference: pd.DataFrame | None = None
-                ) -> DriftResult:
+                comparisons: list[Comparison], report_file: str | Path | None = None) -> DriftResult:
     """Compare ``current`` production rows with the reference on every signal; save the HTML report.
 
-    ``reference`` supplies the texts (training data); ``prediction_reference`` (default: ``reference``)
-    supplies predicted labels and confidences, which should come from rows the model did not train on,
-    since a model is more confident on its own training rows than on any new traffic.
+    ``reference`` supplies the input texts (training data); ``comparisons`` the output-side signals,
+    whose reference should come from rows the model did not train on, since a model is more
+    confident on its own training rows than on any new traffic.
     """
     os.environ.setdefault("DO_NOT_TRACK", "1")
     from evidently import DataDefinition
     from evidently.metrics.embeddings import ModelDriftMethod
 
-    pred_ref = reference if prediction_reference is None else prediction_reference
-    check_columns(reference, "reference data", ("text",))
-    check_columns(pred_ref, "prediction reference", ("label", "confidence"))
-    check_columns(current, "prediction log")
+    require_log_columns(reference, "reference data", ("text",))
+    require_log_columns(current, "prediction log", ("text",))
     if len(current) < cfg.min_rows:
         raise DataError(f"the window holds {len(current)} predictions, fewer than monitoring.min_rows "
                         f"({cfg.min_rows}); widen the window or lower min_rows")
@@ -181,21 +183,18 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringC
     text_snap, scores = _run_report(TEXT_METHODS, thresholds, ref, cur, DataDefinition(
         text_columns=["text"], numerical_columns=list(DESCRIPTORS)))
     seconds["text_report"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pred = pd.DataFrame({"label": pred_ref["label"].astype(str).to_numpy(),
-                         "confidence": pd.to_numeric(pred_ref["confidence"], errors="coerce").to_numpy()})
-    pred_snap, pred_scores = _run_report(PREDICTION_METHODS, thresholds, pred, cur[["label", "confidence"]],
-                                         DataDefinition(categorical_columns=["label"],
-                                                        numerical_columns=["confidence"]))
-    scores |= pred_scores
-    seconds["prediction_report"] = time.perf_counter() - t0
     effective = dict(thresholds)
     effective["text"] = max(thresholds["text"], auc_noise_floor(len(ref), len(cur)))
     for name in DESCRIPTORS:
         effective[name] = max(thresholds[name], distance_noise_floor(len(ref), len(cur)))
-    effective["confidence"] = max(thresholds["confidence"], distance_noise_floor(len(pred), len(cur)))
-    classes = len(set(pred["label"]) | set(cur["label"]))
-    effective["prediction"] = max(thresholds["prediction"], label_noise_floor(len(pred), len(cur), classes))
+    t0 = time.perf_counter()
+    output_snaps = []
+    for comparison in comparisons:
+        snap, found, floors = _compare(comparison, thresholds)
+        output_snaps.append(snap)
+        scores |= found
+        effective |= floors
+    seconds["prediction_report"] = time.perf_counter() - t0
     if cfg.embedding_sample:
         t0 = time.perf_counter()
         ref_e, cur_e = _embedding_frames(ref, cur, cfg)
@@ -211,7 +210,9 @@ def check_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: MonitoringC
     if report_file is not None:
         t0 = time.perf_counter()
         result.report = str(save_html(text_snap, result, Path(report_file)))
-        pred_snap.save_html(str(Path(report_file).with_name(f"{Path(report_file).stem}-predictions.html")))
+        for i, snap in enumerate(output_snaps):
+            suffix = "predictions" if i == 0 else f"predictions-{i + 1}"
+            snap.save_html(str(Path(report_file).with_name(f"{Path(report_file).stem}-{suffix}.html")))
         seconds["html"] = time.perf_counter() - t0
     return result
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from tuneops import settings
 from tuneops.config import RetrainConfig, TuneopsConfig
+from tuneops.errors import DataError
 from tuneops.monitoring.drift import DriftResult
 from tuneops.storage import read_dataset, write_bytes
 
@@ -93,10 +94,15 @@ def replay_config(train_cfg: TuneopsConfig, previous: pd.DataFrame, new: pd.Data
     """
     from tuneops.data import fingerprint
 
-    d = train_cfg.data
+    d, keyed = train_cfg.data, train_cfg.split_data()  # the columns that key a row and hold its target
     columns = [c for c in previous.columns if c in new.columns]
+    missing = [c for c in (keyed.text_column, keyed.label_column) if c not in new.columns]
+    if missing:
+        raise DataError(f"the new labelled data lacks column(s) {', '.join(missing)} that "
+                        f"{train_cfg.registry.model_name} trains on (has {list(new.columns)}); export it with the "
+                        "training data's columns")
     combined = pd.concat([previous[columns], new[columns]], ignore_index=True).drop_duplicates()
-    digest = fingerprint(combined, [d.text_column, d.label_column])
+    digest = fingerprint(combined, [keyed.text_column, keyed.label_column])
     uri = f"{out.rstrip('/')}/retrain-{digest}.csv"
     write_bytes(combined.to_csv(index=False).encode(), uri)
     raw = train_cfg.model_dump(mode="json")

@@ -24,7 +24,9 @@ from tuneops.families import FAMILIES
 from tuneops.methods import METHODS
 
 METRICS = ("accuracy", "macro_f1")
-GENERATION_METRICS = ("rouge_l", "exact_match")  # per-example scores of model.task: causal_lm
+# Per-example scores of model.task: causal_lm; set_match and json_valid need model.response_format: json_list.
+GENERATION_METRICS = ("rouge_l", "exact_match", "set_match", "json_valid")
+LABEL_SET_METRICS = ("set_match", "json_valid")
 DEFAULT_TEMPLATE = "### Instruction:\n{prompt}\n### Response:\n"
 
 
@@ -152,6 +154,16 @@ class ModelConfig(_Section):
     max_new_tokens: int = Field(
         32, ge=1, le=4096, description="causal_lm: most tokens generated per prompt (greedy) in evaluation and "
         "serving.")
+    system_prompt: str | None = Field(
+        None, description="causal_lm: a system message before every text prompt (training, evaluation, serving); "
+        "it replaces the chat template's default system message. null: the template's default.")
+    stop_strings: list[str] = Field(
+        default_factory=list, description="causal_lm: generation stops at the first of these strings, which is cut "
+        "from the answer (e.g. ['\\n'] for one-line answers).")
+    response_format: Literal["text", "label", "json_list"] = Field(
+        "text", description="causal_lm: what an answer is. 'text': free text; 'label': one label (e.g. an intent "
+        "name), so monitoring compares the distribution of answers; 'json_list': a JSON list of labels, scored by "
+        "exact set match, micro-F1 and JSON validity, and monitored for JSON validity and label distribution.")
 
     @model_validator(mode="after")
     def _known_task(self) -> ModelConfig:
@@ -264,9 +276,10 @@ class GateConfig(_Section):
     challenger must hold its quality on the champion's own (previous) test split.
     """
 
-    primary_metric: Literal["accuracy", "macro_f1", "rouge_l", "exact_match"] = Field(
+    primary_metric: Literal["accuracy", "macro_f1", "rouge_l", "exact_match", "set_match", "json_valid"] = Field(
         "accuracy", description="Metric compared between challenger and champion: accuracy or macro_f1 for "
-        "classification; rouge_l or exact_match for causal_lm (the default there is rouge_l)."
+        "classification; rouge_l or exact_match for causal_lm (the default there is rouge_l), or with "
+        "model.response_format json_list set_match (exact set of labels) or json_valid."
     )
     policy: Literal["non_inferiority", "superiority"] = Field(
         "non_inferiority", description="'non_inferiority': the CI's lower bound of (challenger - champion) must "
@@ -377,6 +390,19 @@ class DriftThresholds(_Section):
     confidence: float = Field(0.2, gt=0, description="Prediction confidence: normed Wasserstein distance.")
     embedding: float = Field(
         0.55, gt=0.5, le=1, description="Sentence-embedding drift: ROC AUC of a classifier on MiniLM embeddings.")
+    response_tokens: float = Field(
+        0.2, gt=0, description="causal_lm: tokens per generated answer: normed Wasserstein distance.")
+    empty_response: float = Field(
+        0.1, gt=0, le=1, description="causal_lm: share of empty answers: Jensen-Shannon distance.")
+    cut_off: float = Field(
+        0.1, gt=0, le=1, description="causal_lm: share of answers cut off at model.max_new_tokens: Jensen-Shannon "
+        "distance.")
+    json_valid: float = Field(
+        0.1, gt=0, le=1, description="causal_lm with response_format json_list: share of answers that are a valid "
+        "JSON list: Jensen-Shannon distance.")
+    response_labels: float = Field(
+        0.2, gt=0, le=1, description="causal_lm with response_format label or json_list: distribution of the labels "
+        "the answers name: Jensen-Shannon distance.")
 
 
 class AlertChannel(_Section):

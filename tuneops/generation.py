@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,25 @@ def rouge_l(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def parse_label_list(text: str) -> list[str] | None:
+    """The labels of an answer that should be a JSON list of strings; None when it is not one."""
+    try:
+        value = json.loads(str(text).strip())
+    except ValueError:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
+        return None
+    return [str(v).strip() for v in value]
+
+
+def label_set_scores(prediction: str, reference: str) -> dict[str, float]:
+    """Per-example scores of a JSON-list answer: valid JSON, exact set match, and the set's TP / FP / FN."""
+    got, want = parse_label_list(prediction), set(parse_label_list(reference) or [])
+    predicted = set(got or [])
+    return {"json_valid": float(got is not None), "set_match": float(got is not None and predicted == want),
+            "tp": float(len(predicted & want)), "fp": float(len(predicted - want)), "fn": float(len(want - predicted))}
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -101,13 +120,21 @@ def as_prompt(value: Any) -> Prompt:
     return parse_messages(value)
 
 
-def render_prompt(tokenizer: Any, prompt: Prompt, template: str) -> str:
-    """The text the model sees before its response: chat template if the tokenizer has one, else ``template``."""
+def render_prompt(tokenizer: Any, prompt: Prompt, template: str, system: str | None = None) -> str:
+    """The text the model sees before its response: chat template if the tokenizer has one, else ``template``.
+
+    ``system`` (model.system_prompt) opens a text prompt as a system message, replacing the chat
+    template's default one (SmolLM2's spends about 20 tokens per example on it); a conversation
+    keeps its own messages.
+    """
     messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    if system and not isinstance(prompt, list):
+        messages = [{"role": "system", "content": system}, *messages]
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     text = prompt if isinstance(prompt, str) else "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-    return template.format(prompt=text)
+    rendered = template.format(prompt=text)
+    return f"{system}\n\n{rendered}" if system and not isinstance(prompt, list) else rendered
 
 
 def ensure_pad_token(tokenizer: Any) -> None:
@@ -116,13 +143,14 @@ def ensure_pad_token(tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def encode_example(tokenizer: Any, prompt: Prompt, response: str, template: str, max_length: int) -> dict[str, list]:
+def encode_example(tokenizer: Any, prompt: Prompt, response: str, template: str, max_length: int,
+                   system: str | None = None) -> dict[str, list]:
     """Token ids of prompt + response + EOS, labels -100 on the prompt (loss on the response and EOS only).
 
     The prompt is tokenized on its own, exactly as generation will see it. Too long an example keeps
     its response (up to half of ``max_length``) and drops the start of the prompt.
     """
-    prompt_ids = tokenizer(render_prompt(tokenizer, prompt, template), add_special_tokens=True)["input_ids"]
+    prompt_ids = tokenizer(render_prompt(tokenizer, prompt, template, system), add_special_tokens=True)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"][: max(max_length // 2 - 1, 1)]
     response_ids = [*response_ids, tokenizer.eos_token_id]
     prompt_ids = prompt_ids[-(max_length - len(response_ids)):] if len(prompt_ids) + len(response_ids) > max_length \
@@ -181,18 +209,67 @@ def perplexity(sums: list[float], counts: list[int]) -> float:
 
 @dataclass
 class GenerationSettings:
-    """What serving needs besides weights and tokenizer: the template and the length limits."""
+    """What serving needs besides weights and tokenizer: the template, the length limits, stop strings, precision.
+
+    Saved beside the exported weights (``tuneops_generation.json``); fields added later have defaults,
+    so older exports still load.
+    """
 
     prompt_template: str
     max_length: int
     max_new_tokens: int
+    system_prompt: str | None = None
+    stop_strings: list[str] = field(default_factory=list)
+    precision: str = "fp32"
+    """'bf16' generates under autocast where the hardware computes bf16 (a GPU, or a CPU with AVX512-BF16/AMX)."""
+
+    @classmethod
+    def of(cls, cfg: Any) -> GenerationSettings:
+        """The settings a config trains and serves with (model.*, and training.precision for bf16)."""
+        m = cfg.model
+        return cls(m.prompt_template, m.max_length, m.max_new_tokens, m.system_prompt, list(m.stop_strings),
+                   "bf16" if cfg.training.precision == "bf16" else "fp32")
 
     def save(self, model_dir: Path) -> None:
-        (Path(model_dir) / GENERATION_FILE).write_text(json.dumps(self.__dict__, indent=2))
+        (Path(model_dir) / GENERATION_FILE).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, model_dir: Path) -> GenerationSettings:
         return cls(**json.loads((Path(model_dir) / GENERATION_FILE).read_text()))
+
+
+@dataclass
+class Generated:
+    """One generated answer with what the production log records about it."""
+
+    response: str
+    prompt_tokens: int
+    response_tokens: int
+    finish_reason: str
+    """'stop': the model ended it (EOS or a stop string); 'length': cut off at max_new_tokens."""
+    latency_ms: float
+    """Wall time of the batch that generated it (its prompts are answered together)."""
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """The text before the first stop string, and whether one was found."""
+    at = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:at], True) if at >= 0 else (text, False)
+
+
+def _autocast(torch: Any, precision: str, device: Any) -> Any:
+    """bf16 autocast where it computes in hardware; otherwise (and for fp32) a no-op context."""
+    import contextlib
+
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    from tuneops.engine import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 class Generator:
@@ -225,7 +302,8 @@ class Generator:
     def encode(self, prompts: list[Prompt], responses: list[str]) -> list[dict[str, list]]:
         s = self.settings
         pairs = zip(prompts, responses, strict=True)
-        return [encode_example(self.tokenizer, p, r, s.prompt_template, s.max_length) for p, r in pairs]
+        return [encode_example(self.tokenizer, p, r, s.prompt_template, s.max_length, s.system_prompt)
+                for p, r in pairs]
 
     def response_nll(self, prompts: list[Prompt], responses: list[str]) -> tuple[list[float], list[int]]:
         """Per-example summed NLL and token count of the responses (in input order)."""
@@ -235,24 +313,45 @@ class Generator:
         return response_nll(self.model, batches)
 
     def generate(self, prompts: list[Prompt]) -> list[str]:
-        """Greedy responses, up to ``max_new_tokens`` each; batches are length-sorted and left-padded."""
-        tok, s = self.tokenizer, self.settings
-        rendered = [render_prompt(tok, p, s.prompt_template) for p in prompts]
+        """Greedy responses, up to ``max_new_tokens`` each (see :meth:`generate_details`)."""
+        return [g.response for g in self.generate_details(prompts)]
+
+    def generate_details(self, prompts: list[Prompt]) -> list[Generated]:
+        """Greedy responses with token counts, finish reason and batch latency, in input order.
+
+        Batches are length-sorted and left-padded. With stop strings a sequence stops at the first
+        one (transformers' ``stop_strings``) and the answer is cut before it.
+        """
+        import time
+
+        tok, s, torch = self.tokenizer, self.settings, self.torch
+        rendered = [render_prompt(tok, p, s.prompt_template, s.system_prompt) for p in prompts]
         order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))
-        out: list[str] = [""] * len(rendered)
+        out: list[Generated | None] = [None] * len(rendered)
+        device = next(self.model.parameters()).device
+        stop = {"stop_strings": list(s.stop_strings), "tokenizer": tok} if s.stop_strings else {}
+        ends = {tok.eos_token_id, tok.pad_token_id}
         side, tok.padding_side = tok.padding_side, "left"
         try:
-            with self.torch.inference_mode():
+            with torch.inference_mode(), _autocast(torch, s.precision, device):
                 for start in range(0, len(order), self.batch_size):
                     idx = order[start:start + self.batch_size]
+                    began = time.perf_counter()
                     enc = tok([rendered[i] for i in idx], padding=True, truncation=True,
                               max_length=max(s.max_length - s.max_new_tokens, 1), return_tensors="pt")
-                    enc = {k: v.to(next(self.model.parameters()).device) for k, v in enc.items()}
+                    enc = {k: v.to(device) for k, v in enc.items()}
                     generated = self.model.generate(**enc, max_new_tokens=s.max_new_tokens, do_sample=False,
-                                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                    new = generated[:, enc["input_ids"].shape[1]:]
+                                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                                    **stop)
+                    new = generated[:, enc["input_ids"].shape[1]:].tolist()
+                    latency = (time.perf_counter() - began) * 1000
                     for j, i in enumerate(idx):
-                        out[i] = tok.decode(new[j], skip_special_tokens=True).strip()
+                        ids = new[j]
+                        n = next((k for k, t in enumerate(ids) if t in ends), len(ids))
+                        text, stopped = cut_at_stop(tok.decode(ids[:n], skip_special_tokens=True), s.stop_strings)
+                        out[i] = Generated(text.strip(), int(enc["attention_mask"][j].sum()), n,
+                                           "stop" if n < len(ids) or stopped or n < s.max_new_tokens else "length",
+                                           round(latency, 3))
         finally:
             tok.padding_side = side
-        return out
+        return [g for g in out if g is not None]

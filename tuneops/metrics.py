@@ -39,8 +39,14 @@ def perplexity(predictions: pd.DataFrame) -> float | None:
 
 
 def generation_metrics(predictions: pd.DataFrame) -> dict[str, float]:
-    """Mean exact match and ROUGE-L, and perplexity when the per-example NLL is known."""
+    """Mean exact match and ROUGE-L, perplexity when the per-example NLL is known, and for JSON-list answers the
+    exact set match, the share of valid JSON and the micro-F1 over every (example, label) pair."""
     metrics = {"exact_match": float(predictions.exact_match.mean()), "rouge_l": float(predictions.rouge_l.mean())}
+    if "set_match" in predictions:
+        tp, fp, fn = (float(predictions[c].sum()) for c in ("tp", "fp", "fn"))
+        metrics |= {"set_match": float(predictions.set_match.mean()),
+                    "json_valid": float(predictions.json_valid.mean()),
+                    "micro_f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0}
     measured = perplexity(predictions)
     if measured is not None:
         metrics["perplexity"] = measured

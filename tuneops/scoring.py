@@ -6,7 +6,8 @@ the result to one file; score_batch stamps each row (timestamp, request id) and 
 date-partitioned production log that monitoring reads (:func:`append_prediction_log`).
 
 A classifier gives ``text, label, confidence, model_version`` per row; a causal LM (model.task:
-causal_lm, `tuneops predict` only) gives ``prompt, response, model_version``.
+causal_lm) gives ``prompt, response, prompt_tokens, response_tokens, finish_reason, latency_ms,
+model_version``: the registered model's input column, then every column its pyfunc answers with.
 """
 
 from __future__ import annotations
@@ -113,21 +114,21 @@ def _as_cell_text(value: Any) -> str:
 
 
 def score_frame(model: Any, frame: pd.DataFrame, text_column: str, version: str) -> pd.DataFrame:
-    """Predict every row with a loaded pyfunc.
+    """Predict every row with a loaded pyfunc: its input column (as the model's signature names it), every
+    output column, and the model version.
 
     A classifier: text, label, confidence, model_version per row. A generator (a registered causal LM,
-    whose input is a ``prompt``): prompt, response, model_version per row.
+    whose input is a ``prompt``): prompt, response, prompt_tokens, response_tokens, finish_reason,
+    latency_ms, model_version.
     """
     check_text_column(frame, text_column)
     texts = frame[text_column].map(_as_cell_text)
     schema = model.metadata.get_input_schema()
-    if schema is not None and schema.input_names() == ["prompt"]:
-        out = model.predict(pd.DataFrame({"prompt": texts}))
-        return pd.DataFrame({"prompt": texts.to_numpy(), "response": out["response"].to_numpy(),
-                             "model_version": version})
-    out = model.predict(pd.DataFrame({"text": texts}))
-    return pd.DataFrame({"text": texts.to_numpy(), "label": out["label"].to_numpy(),
-                         "confidence": out["confidence"].to_numpy(), "model_version": version})
+    name = schema.input_names()[0] if schema is not None and schema.input_names() else "text"
+    out = model.predict(pd.DataFrame({name: texts})).reset_index(drop=True)
+    scored = pd.concat([pd.DataFrame({name: texts.to_numpy()}), out], axis=1)
+    scored["model_version"] = version
+    return scored
 
 
 def read_texts(uri: str, text_column: str) -> pd.DataFrame:
@@ -173,7 +174,7 @@ def stamp_predictions(scored: pd.DataFrame, now: datetime) -> pd.DataFrame:
 
     Each row gets its own uuid4 so a downstream label or complaint can point at one prediction.
     """
-    stamped = scored[PREDICTION_COLUMNS].copy()
+    stamped = scored.copy()
     stamped["model_version"] = stamped["model_version"].astype(str)
     stamped["timestamp"] = now.astimezone(UTC).isoformat(timespec="milliseconds")
     stamped["request_id"] = [str(uuid.uuid4()) for _ in range(len(stamped))]

@@ -30,7 +30,8 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
 
 
 class TextGeneratorModel(mlflow.pyfunc.PythonModel):
-    """A registered causal LM (model.task: causal_lm): a ``prompt`` column in, a ``response`` column out.
+    """A registered causal LM (model.task: causal_lm): a ``prompt`` column in; ``response``, ``prompt_tokens``,
+    ``response_tokens``, ``finish_reason`` ('stop' or 'length': cut off) and ``latency_ms`` out.
 
     It wraps :class:`tuneops.generation.Generator`, so serving renders and generates exactly as evaluation did.
     """
@@ -49,4 +50,10 @@ class TextGeneratorModel(mlflow.pyfunc.PythonModel):
             prompts = model_input[column].tolist()
         else:
             prompts = list(model_input)
-        return pd.DataFrame({"response": self.generator.generate([as_prompt(p) for p in prompts])})
+        from dataclasses import asdict
+
+        details = self.generator.generate_details([as_prompt(p) for p in prompts])
+        return pd.DataFrame([asdict(g) for g in details], columns=GENERATED_COLUMNS)
+
+
+GENERATED_COLUMNS = ["response", "prompt_tokens", "response_tokens", "finish_reason", "latency_ms"]

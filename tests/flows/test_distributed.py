@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import LABELS, MINILM, ROOT, causal_config, tiny_config
 from tuneops.engine import TrainingError
+from tuneops.serving import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -86,7 +87,7 @@ def test_two_process_causal_lm_training_registers_a_generator(prefect_server, ti
     assert run["best_validation_loss"] < 1.0 and "validation_loss" in run
     model = mlflow.pyfunc.load_model(f"models:/{name}/{outcome.registration.version}")
     out = model.predict(pd.DataFrame({"prompt": ["Which intent: How do I change my PIN?"]}))
-    assert list(out.columns) == ["response"] and len(out) == 1
+    assert list(out.columns) == GENERATED_COLUMNS and len(out) == 1
 
 
 def test_failed_launch_fails_the_task_with_the_log_tail(prefect_server, tiny_model, company_csv, tmp_path):

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import LABELS, tiny_config
+from tuneops.serving import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -119,7 +120,8 @@ def test_mlflow_models_serve_answers_prompts_with_a_generator(generator, tmp_pat
     prompts = ["Which intent: How do I change my PIN?", "Which intent: my card still has not arrived"]
     predictions = _serve_and_invoke(f"models:/{generator}@champion", "prompt", prompts, tmp_path)
     expected = mlflow.pyfunc.load_model(f"models:/{generator}@champion").predict(pd.DataFrame({"prompt": prompts}))
-    assert [set(row) for row in predictions] == [{"response"}, {"response"}]
+    assert [list(row) for row in predictions] == [GENERATED_COLUMNS, GENERATED_COLUMNS]
+    assert [row["prompt_tokens"] for row in predictions] == expected.prompt_tokens.tolist()
     assert [row["response"] for row in predictions] == expected.response.tolist()
 
 

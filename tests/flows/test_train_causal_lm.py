@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import causal_config, run_cli
 from tuneops import registry
+from tuneops.serving import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -75,12 +76,13 @@ def test_registered_generator_answers_prompts(full_then_lora):
     prompts = ["Which intent: How do I change my PIN?", "Which intent: what exchange rate do you use?",
                "Which intent: my card still has not arrived"]
     out = model.predict(pd.DataFrame({"prompt": prompts}))
-    assert list(out.columns) == ["response"] and len(out) == 3
+    assert list(out.columns) == ["response", "prompt_tokens", "response_tokens", "finish_reason", "latency_ms"]
+    assert len(out) == 3 and set(out.finish_reason) <= {"stop", "length"} and (out.prompt_tokens > 0).all()
     answers = {"activate my card", "card arrival", "change pin", "exchange rate"}
     assert sum(r in answers for r in out.response) >= 2, out.response.tolist()
 
 
-def test_predict_cli_writes_responses_and_classifier_only_commands_refuse_a_generator(
+def test_predict_cli_writes_responses_and_score_batch_logs_them(
         full_then_lora, tiny_causal_lm, instruction_csv, tmp_path):
     import yaml
 
@@ -98,17 +100,22 @@ def test_predict_cli_writes_responses_and_classifier_only_commands_refuse_a_gene
     assert proc.returncode == 0, proc.stderr
     out = pd.read_json(tmp_path / "answers.jsonl", lines=True, dtype=False)
     champion = registry.alias_version("causal-intent", "champion")
-    assert list(out.columns) == ["prompt", "response", "model_version"] and out.prompt.tolist() == prompts
+    assert list(out.columns) == ["prompt", "response", "prompt_tokens", "response_tokens", "finish_reason",
+                                 "latency_ms", "model_version"] and out.prompt.tolist() == prompts
     assert (out.model_version.astype(str) == champion).all()
     served = mlflow.pyfunc.load_model(f"models:/causal-intent/{champion}").predict(pd.DataFrame({"prompt": prompts}))
     assert out.response.tolist() == served.response.tolist()  # the registered pyfunc's answers, unchanged
 
-    # The production log and drift monitoring are about labels and confidences: a generator is refused by name.
-    with pytest.raises(ConfigError, match="is a causal LM .*`tuneops predict"):
-        score_batch(config=cfg, input=str(tmp_path / "prompts.csv"), output=str(tmp_path / "log"))
-    assert not (tmp_path / "log").exists()
-    proc = run_cli("monitor", "--config", str(config), "--input", str(tmp_path / "answers.jsonl"))
-    assert proc.returncode != 0 and "causal LM" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # score_batch appends the same answers, stamped, to the date-partitioned production log.
+    batch = score_batch(config=cfg, input=str(tmp_path / "prompts.csv"), output=str(tmp_path / "log"))
+    logged = pd.read_json(batch.uri, lines=True, dtype=False)
+    assert batch.rows == 2 and batch.version == champion and "/date=" in batch.uri
+    assert logged.response.tolist() == out.response.tolist() and logged.request_id.is_unique
+    # Search is the one stage a generator does not offer yet; it is refused by name.
+    from tuneops import families
+
+    with pytest.raises(ConfigError, match="is a causal LM .*train_model once per"):
+        families.require(cfg, "tune_hyperparameters", families.of(cfg).search_metric is not None)
 
 
 def test_lora_is_gated_against_the_rescored_champion(full_then_lora):
@@ -156,7 +163,7 @@ def test_prompt_tuning_exports_base_plus_adapter(prefect_server, tiny_causal_lm,
     assert outcome.registration.version == "1"
     out = mlflow.pyfunc.load_model("models:/causal-prompt-tuning/1").predict(
         pd.DataFrame({"prompt": ["Which intent: change my pin"]}))
-    assert list(out.columns) == ["response"] and isinstance(out.response[0], str)
+    assert list(out.columns) == GENERATED_COLUMNS and isinstance(out.response[0], str)
 
 
 def test_chat_messages_data_trains_and_the_champion_is_rescored(prefect_server, tiny_causal_lm, instruction_csv,
@@ -185,7 +192,7 @@ def test_chat_messages_data_trains_and_the_champion_is_rescored(prefect_server, 
     conversation = [{"role": "system", "content": "Name the intent."},
                     {"role": "user", "content": "Which intent: change my pin"}]
     out = mlflow.pyfunc.load_model(f"models:/{name}/2").predict(pd.DataFrame({"prompt": [json.dumps(conversation)]}))
-    assert list(out.columns) == ["response"] and len(out) == 1
+    assert list(out.columns) == GENERATED_COLUMNS and len(out) == 1
 
     # `tuneops predict` reads conversations from the messages column of a JSONL file (lists, not text).
     from tuneops.scoring import predict_file

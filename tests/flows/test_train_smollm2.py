@@ -10,6 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import causal_config
+from tuneops.serving import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -39,5 +40,5 @@ def test_smollm2_trains_registers_and_answers_through_the_pyfunc(prefect_server,
     model = mlflow.pyfunc.load_model(f"models:/smollm2-intent/{outcome.registration.version}")
     out = model.predict(pd.DataFrame({"prompt": ["Which intent: How do I change my PIN?",
                                                  "Which intent: my card still has not arrived"]}))
-    assert list(out.columns) == ["response"] and len(out) == 2
+    assert list(out.columns) == GENERATED_COLUMNS and len(out) == 2
     assert all(isinstance(r, str) and r.strip() for r in out.response), out.response.tolist()

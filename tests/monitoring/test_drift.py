@@ -11,12 +11,18 @@ import pytest
 from tests.conftest import MINILM
 from tuneops.config import MonitoringConfig
 from tuneops.errors import DataError
-from tuneops.monitoring.drift import check_drift
+from tuneops.families.classification import prediction_drift
+from tuneops.monitoring.drift import check_drift as check_drift_with
 from tuneops.monitoring.signals import describe, embed
 from tuneops.monitoring.standin import StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = MINILM
+
+
+def check_drift(reference, current, cfg, base, report_file=None):
+    """The classifier's check: input signals, and predicted labels and confidences against the reference's."""
+    return check_drift_with(reference, current, cfg, base, prediction_drift(reference, current), report_file)
 
 
 @pytest.fixture(scope="module")

@@ -103,3 +103,78 @@ def test_perplexity_is_exp_of_mean_token_nll():
     import math
 
     assert generation.perplexity([2.0, 4.0], [2, 2]) == pytest.approx(math.exp(1.5))
+
+
+def test_a_system_prompt_opens_text_prompts_and_replaces_the_templates_default(tokenizer):
+    assert render_prompt(tokenizer, "hi", TEMPLATE, "Be brief.") == "Be brief.\n\n### Instruction:\nhi\n### Response:\n"
+    chat = type(tokenizer).from_pretrained(tokenizer.name_or_path)
+    chat.chat_template = ("{% if messages[0]['role'] != 'system' %}<|system|>default\n{% endif %}"
+                          "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    assert render_prompt(chat, "hi", TEMPLATE) == "<|system|>default\n<|user|>hi\n<|assistant|>"
+    assert render_prompt(chat, "hi", TEMPLATE, "Be brief.") == "<|system|>Be brief.\n<|user|>hi\n<|assistant|>"
+    conversation = [{"role": "user", "content": "hi"}]  # a conversation keeps its own messages
+    assert render_prompt(chat, conversation, TEMPLATE, "Be brief.") == render_prompt(chat, conversation, TEMPLATE)
+    ex = encode_example(tokenizer, "hi", "card arrival", TEMPLATE, 64, "Be brief.")
+    assert tokenizer.decode(ex["input_ids"]).startswith("Be brief.")
+
+
+@pytest.mark.parametrize(("text", "stops", "expected"), [
+    ("card arrival\nand more", ["\n"], ("card arrival", True)),
+    ('["a", "b"] trailing', ["]", " trailing"], ('["a", "b"', True)),  # the earliest stop string wins
+    ("no stop here", ["\n"], ("no stop here", False)),
+    ("anything", [], ("anything", False)),
+])
+def test_answers_are_cut_before_the_first_stop_string(text, stops, expected):
+    assert generation.cut_at_stop(text, stops) == expected
+
+
+@pytest.mark.parametrize(("prediction", "reference", "scores"), [
+    ('["pin", "new"]', '["new", "pin"]', {"json_valid": 1, "set_match": 1, "tp": 2, "fp": 0, "fn": 0}),
+    ('["pin"]', '["new", "pin"]', {"json_valid": 1, "set_match": 0, "tp": 1, "fp": 0, "fn": 1}),
+    ('["pin", "card"]', '["pin"]', {"json_valid": 1, "set_match": 0, "tp": 1, "fp": 1, "fn": 0}),
+    ("[]", "[]", {"json_valid": 1, "set_match": 1, "tp": 0, "fp": 0, "fn": 0}),
+    ('["pin", ', '["pin"]', {"json_valid": 0, "set_match": 0, "tp": 0, "fp": 0, "fn": 1}),  # cut off: not JSON
+    ('{"intent": "pin"}', '["pin"]', {"json_valid": 0, "set_match": 0, "tp": 0, "fp": 0, "fn": 1}),  # not a list
+])
+def test_json_list_answers_score_validity_set_match_and_label_counts(prediction, reference, scores):
+    assert generation.label_set_scores(prediction, reference) == {k: float(v) for k, v in scores.items()}
+
+
+def test_micro_f1_pools_every_label_of_every_answer():
+    import pandas as pd
+
+    from tuneops.metrics import generation_metrics
+
+    rows = [generation.label_set_scores(p, r) for p, r in [('["a", "b"]', '["a", "b"]'), ('["a"]', '["a", "c"]'),
+                                                           ("oops", '["b"]')]]
+    frame = pd.DataFrame(rows).assign(exact_match=0.0, rouge_l=0.0)
+    metrics = generation_metrics(frame)
+    # TP 3 (a, b, a), FP 0, FN 2 (c, b): micro-F1 = 2*3 / (2*3 + 0 + 2) = 0.75.
+    assert metrics["micro_f1"] == pytest.approx(0.75)
+    assert metrics["set_match"] == pytest.approx(1 / 3) and metrics["json_valid"] == pytest.approx(2 / 3)
+
+
+def test_generated_answers_carry_token_counts_finish_reason_and_latency(tiny_causal_lm):
+    gen = generation.Generator(tiny_causal_lm, batch_size=2,
+                               settings=generation.GenerationSettings(TEMPLATE, 48, 4))
+    prompts = ["Which intent: my card has not arrived", "hi", "Which intent: how do I change my pin number"]
+    details = gen.generate_details(prompts)
+    assert [d.response for d in details] == gen.generate(prompts)  # one path, in input order
+    encoded = [len(gen.tokenizer(TEMPLATE.format(prompt=p))["input_ids"]) for p in prompts]
+    assert [d.prompt_tokens for d in details] == encoded
+    for d in details:
+        assert 0 <= d.response_tokens <= 4 and d.latency_ms > 0
+        assert d.finish_reason == ("length" if d.response_tokens == 4 else "stop")
+    # A stop string that every answer holds ends each one before it.
+    first = details[0].response
+    if first:
+        gen.settings.stop_strings = [first[0]]
+        assert all(first[0] not in r for r in gen.generate(prompts))
+
+
+def test_generation_settings_of_older_exports_still_load(tmp_path):
+    (tmp_path / generation.GENERATION_FILE).write_text(json.dumps(
+        {"prompt_template": TEMPLATE, "max_length": 48, "max_new_tokens": 4}))
+    settings = generation.GenerationSettings.load(tmp_path)
+    assert settings.stop_strings == [] and settings.system_prompt is None and settings.precision == "fp32"

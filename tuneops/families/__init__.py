@@ -34,6 +34,20 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """Prediction-side drift signals compared on one pair of frames (one Evidently report).
+
+    ``methods`` maps a signal name to (column, method): 'jensenshannon' compares a categorical column,
+    'wasserstein' (normed) a numerical one. Frames of one comparison may differ in length from the
+    window (e.g. one row per extracted label).
+    """
+
+    methods: dict[str, tuple[str, str]]
+    reference: pd.DataFrame
+    current: pd.DataFrame
+
+
+@dataclass(frozen=True)
 class TaskFamily:
     """One task family: what each lifecycle stage does differently for it.
 
@@ -84,11 +98,26 @@ class TaskFamily:
     search_metric: Callable[[TuneopsConfig], tuple[str, bool]] | None = None
     """(validation metric, higher is better) that tune_hyperparameters ranks trials by; None: no search."""
     prediction_columns: tuple[str, ...] = ()
-    """Columns of a prediction-log row (score_batch writes them, monitoring reads them); empty: no log yet."""
+    """Columns of a prediction-log row (score_batch writes them, monitoring reads them); empty: no log yet.
+    The first is the model's input text."""
     drift_signals: tuple[str, ...] = ()
-    """Drift signals monitoring computes for this family; empty: monitoring refuses it."""
+    """Drift signals monitoring can report for this family (each has a monitoring.thresholds field); empty:
+    monitoring refuses it. The input-text signals (text, descriptors, embedding) are computed for every family."""
+    prediction_drift: Callable[[pd.DataFrame, pd.DataFrame, TuneopsConfig], list[Comparison]] | None = None
+    """(prediction reference rows, production log rows, the champion's config) -> the output-side comparisons
+    (e.g. predicted labels and confidences; response lengths, cut-off answers, JSON validity)."""
     unsupported: str = ""
     """Why a stage the family does not offer yet (empty log/drift/search) refuses it, and what to do instead."""
+
+
+def require_log_columns(frame: pd.DataFrame, source: str, columns: tuple[str, ...]) -> None:
+    """Refuse a prediction log (or reference) that lacks what a family's drift signals read."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        from tuneops.errors import DataError
+
+        raise DataError(f"{source} lacks column(s) {', '.join(missing)} (has {list(frame.columns)}); monitoring "
+                        "reads the prediction log that score_batch writes for this model's task family")
 
 
 FAMILIES: dict[str, TaskFamily] = {}

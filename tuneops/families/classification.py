@@ -19,7 +19,7 @@ import pandas as pd
 
 from tuneops import pii
 from tuneops.evaluation import Evaluation
-from tuneops.families import TaskFamily, register
+from tuneops.families import Comparison, TaskFamily, register, require_log_columns
 from tuneops.metrics import classification_metrics, expected_calibration_error
 from tuneops.splits import normalise
 from tuneops.validation import (
@@ -432,10 +432,25 @@ def config_problems(cfg: TuneopsConfig) -> list[str]:
     given = [f"data.{k}" for k in ("prompt_column", "response_column", "messages_column") if getattr(d, k)]
     if cfg.gate.max_perplexity is not None:
         given.append("gate.max_perplexity")
+    given += [f"model.{k}" for k in ("system_prompt", "stop_strings") if getattr(cfg.model, k)]
+    if cfg.model.response_format != "text":
+        given.append("model.response_format")
     if given:
         return [f"{', '.join(given)} set but model.task is 'classification'; set model.task: causal_lm or remove "
                 "them"]
     return []
+
+
+def prediction_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: TuneopsConfig | None = None
+                     ) -> list[Comparison]:
+    """Predicted labels (Jensen-Shannon) and confidences (normed Wasserstein) against the reference's."""
+    frames = []
+    for frame, source in ((reference, "prediction reference"), (current, "prediction log")):
+        require_log_columns(frame, source, ("label", "confidence"))
+        frames.append(pd.DataFrame({"label": frame["label"].astype(str).to_numpy(),
+                                    "confidence": pd.to_numeric(frame["confidence"], errors="coerce").to_numpy()}))
+    return [Comparison({"prediction": ("label", "jensenshannon"), "confidence": ("confidence", "wasserstein")},
+                       *frames)]
 
 
 register(TaskFamily(
@@ -463,4 +478,5 @@ register(TaskFamily(
     prediction_columns=("text", "label", "confidence", "model_version"),
     drift_signals=("text", "length", "word_count", "non_letter_share", "unknown_token_share", "prediction",
                    "confidence", "embedding"),
+    prediction_drift=prediction_drift,
 ))

@@ -37,6 +37,11 @@ def test_causal_lm_problems_are_named():
     ({"data": {**DATA, "max_rows_per_label": 5}, "model": {"task": "causal_lm"}}, "subset a classifier's labels"),
     ({"data": {"path": "x.csv"}, "gate": {"max_perplexity": 20}}, "gate.max_perplexity set but model.task"),
     ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"max_perplexity": 0.5}}, "greater than 1"),
+    ({"data": {"path": "x.csv"}, "model": {"response_format": "json_list"}}, "model.response_format set but"),
+    ({"data": {"path": "x.csv"}, "model": {"system_prompt": "Be brief."}}, "model.system_prompt set but"),
+    ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"primary_metric": "set_match"}},
+     "gate set_match score JSON-list answers; set model.response_format: json_list"),
+    ({"data": DATA, "model": {"task": "causal_lm"}, "gate": {"floors": {"json_valid": 0.9}}}, "json_valid score"),
 ])
 def test_causal_lm_contradictions_fail(raw, message):
     with pytest.raises(ConfigError, match=message):
@@ -67,3 +72,10 @@ def test_generation_floors_and_exact_match_primary_are_accepted():
     cfg = validate_config({"data": DATA, "model": {"task": "causal_lm"},
                            "gate": {"primary_metric": "exact_match", "floors": {"exact_match": 0.3, "rouge_l": 0.4}}})
     assert cfg.gate.primary_metric == "exact_match" and cfg.gate.floors["rouge_l"] == 0.4
+
+
+def test_json_list_answers_are_gated_on_set_match_and_json_validity():
+    cfg = validate_config({"data": DATA, "model": {"task": "causal_lm", "response_format": "json_list",
+                                                   "stop_strings": ["]"], "system_prompt": "List the intents."},
+                           "gate": {"primary_metric": "set_match", "floors": {"set_match": 0.4, "json_valid": 0.9}}})
+    assert cfg.gate.primary_metric == "set_match" and cfg.model.stop_strings == ["]"]

@@ -18,6 +18,8 @@ def test_both_families_are_registered_and_complete():
         assert family.peft_task_type in ("SEQ_CLS", "CAUSAL_LM")
         assert family.gate_defaults["primary_metric"] in family.gate_defaults["floors"]
         assert family.unsupported or (family.prediction_columns and family.drift_signals and family.search_metric)
+        # Monitoring is offered exactly where the family says what its log holds and how its outputs drift.
+        assert bool(family.prediction_columns) == bool(family.drift_signals) == (family.prediction_drift is not None)
 
 
 def test_the_config_describes_every_family_and_names_an_unknown_one():
@@ -29,10 +31,12 @@ def test_the_config_describes_every_family_and_names_an_unknown_one():
         validate_config({"data": {"path": "x.csv"}, "model": {"task": "clasification"}})
 
 
-def test_drift_signals_declared_by_the_classifier_family_are_the_ones_monitoring_computes():
+def test_every_drift_signal_a_family_declares_has_a_threshold_and_every_threshold_a_family():
     from tuneops.config import DriftThresholds
 
-    assert set(families.get("classification").drift_signals) == set(DriftThresholds.model_fields)
+    declared = [set(f.drift_signals) for f in families.FAMILIES.values() if f.drift_signals]
+    assert set().union(*declared) == set(DriftThresholds.model_fields)
+    assert len(declared) >= 2  # classifiers and generators are both monitored
 
 
 @pytest.fixture
