@@ -65,7 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print("\n" + "=" * 72)
     print(f"model        {r.name} v{r.version}  ({r.model_uri})")
     print("test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
-                                      if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "perplexity")))
+                                      if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "set_match",
+                                               "micro_f1", "json_valid", "perplexity")))
     lift = next((c for c in d.checks if c["check"].startswith("lift over baseline")), None)
     if lift is not None:
         print(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, lift "

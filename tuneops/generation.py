@@ -268,6 +268,11 @@ def _autocast(torch: Any, precision: str, device: Any) -> Any:
     from tuneops.engine import cpu_supports_bf16
 
     if not cpu_supports_bf16():
+        import logging
+
+        logging.getLogger("tuneops.generation").warning(
+            "bf16 generation: this CPU (%s) has no bf16 instructions, so it generates in fp32",
+            torch.backends.cpu.get_cpu_capability())
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
