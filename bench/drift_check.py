@@ -15,9 +15,10 @@ count false alarms) and 20 windows of 1,000 texts from NLU++ hotels (other domai
 every signal on, with the shipped default thresholds.
 
 LLM rates (``--llm``, after ``make demo-llm`` with the same TUNEOPS_HOME): the SmolLM2 champion answers
-20 windows of 200 BANKING77 prompts it never trained on and 20 of NLU++ hotel messages (same prompt
-format); each window is checked against the champion's reference through registry lineage, prompt and
-answer signals, exactly as monitor_production does. At most 1 false alarm; every hotel window flagged.
+20 windows of 200 BANKING77 prompts it never trained on (every intent equally often, as in its training
+data) and 20 of NLU++ hotel messages (same prompt format); each window is checked against the champion's
+reference through registry lineage, prompt and answer signals, exactly as monitor_production does. At most
+1 false alarm; every hotel window flagged.
 """
 
 from __future__ import annotations
@@ -67,17 +68,23 @@ def llm_rates(windows: int, rows: int, embedding_sample: int) -> dict:
         sys.exit(f"{exc}\nRun `make demo-llm` first (same TUNEOPS_HOME): this benchmark monitors its champion.")
     trained = set(pd.read_csv(ROOT / cfg.data.path).prompt)
     bank = pd.read_csv(ROOT / "data/banking77/train.csv")
-    bank = bank[~("Which intent: " + bank.text).isin(trained)].sample(windows * rows, random_state=0)
+    bank = bank[~("Which intent: " + bank.text).isin(trained)]
+    # The champion trained on 20 queries of every intent, so traffic from its distribution has every intent
+    # equally often: each no-drift window takes the same number of unseen queries from every intent.
+    per_intent = -(-rows // bank.category.nunique())
+    draws = [bank.groupby("category").sample(per_intent, random_state=i).sample(rows, random_state=i).index
+             for i in range(windows)]
+    distinct = pd.Index(sorted({i for d in draws for i in d}))
     hotels = pd.read_json(ROOT / "data/nlupp/hotels.jsonl", lines=True)
     t0 = time.perf_counter()
     name, version = reference.model_name, reference.version
     pools = {kind: score_texts(name, version, pd.DataFrame({"prompt": "Which intent: " + texts}), "prompt")
-             for kind, texts in (("bank", bank.text), ("hotels", hotels.text))}
+             .set_index(texts.index) for kind, texts in (("bank", bank.text.loc[distinct]), ("hotels", hotels.text))}
     out = {"model": f"{name} v{version}", "windows": windows, "rows": rows,
            "generation_seconds": round(time.perf_counter() - t0, 1), "false_alarms": 0, "false_alarm_signals": [],
            "hotel_detections": 0}
     for i in range(windows):
-        same = check.check_rows(cfg, pools["bank"].iloc[i * rows:(i + 1) * rows], reference)
+        same = check.check_rows(cfg, pools["bank"].loc[draws[i]].reset_index(drop=True), reference)
         other = check.check_rows(cfg, pools["hotels"].sample(rows, replace=len(hotels) < rows, random_state=i),
                                  reference)
         out["false_alarms"] += same.drift
