@@ -258,8 +258,10 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from tuneops.engine import cpu_supports_bf16
+
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 instructions: "
-          f"{engine_bf16()}; MiniLM batch {BATCH}, max_length {MAX_LENGTH}, {args.steps} timed steps after "
+          f"{cpu_supports_bf16()}; MiniLM batch {BATCH}, max_length {MAX_LENGTH}, {args.steps} timed steps after "
           f"{args.warmup} warm-up steps; SmolLM2 {args.llm_steps} after 2")
     peak = matmul_peak()
     modes = [] if args.only == "smollm2" else ["engine-lora", "plain-lora", "naive-lora", "engine-full"]
@@ -311,12 +313,6 @@ def main() -> None:
             g = results[f"generate-smollm2{suffix}"]
             print(f"SmolLM2 generation{suffix or ' fp32'}: {g['prompts_per_s']:.1f} prompts/s, "
                   f"{g['new_tokens_per_s']:.0f} new tokens/s ({g['prompts']} prompts, {g['cut_off']:.0%} cut off)")
-
-
-def engine_bf16() -> bool:
-    from tuneops.engine import cpu_supports_bf16
-
-    return cpu_supports_bf16()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from tuneops.methods import METHODS
 
 METRICS = ("accuracy", "macro_f1")
 # Per-example scores of model.task: causal_lm; set_match and json_valid need model.response_format: json_list.
-GENERATION_METRICS = ("rouge_l", "exact_match", "set_match", "json_valid")
 LABEL_SET_METRICS = ("set_match", "json_valid")
+GENERATION_METRICS = ("rouge_l", "exact_match", *LABEL_SET_METRICS)
 DEFAULT_TEMPLATE = "### Instruction:\n{prompt}\n### Response:\n"
 
 

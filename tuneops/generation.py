@@ -8,10 +8,14 @@ prompt tokens' labels set to -100, so the loss (and perplexity) is over the resp
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import math
 import re
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -251,30 +255,37 @@ class Generated:
     """Wall time of the batch that generated it (its prompts are answered together)."""
 
 
+GENERATED_COLUMNS = [f.name for f in fields(Generated)]  # what the registered pyfunc answers with, in order
+
+
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """The text before the first stop string, and whether one was found."""
     at = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:at], True) if at >= 0 else (text, False)
 
 
+@functools.cache
+def _cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware; said once per process when it does not."""
+    import torch
+
+    from tuneops.engine import cpu_supports_bf16
+
+    if cpu_supports_bf16():
+        return True
+    logging.getLogger("tuneops.generation").warning(
+        "bf16 generation: this CPU (%s) has no bf16 instructions, so it generates in fp32",
+        torch.backends.cpu.get_cpu_capability())
+    return False
+
+
 def _autocast(torch: Any, precision: str, device: Any) -> Any:
     """bf16 autocast where it computes in hardware; otherwise (and for fp32) a no-op context."""
-    import contextlib
-
     if precision != "bf16":
         return contextlib.nullcontext()
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    from tuneops.engine import cpu_supports_bf16
-
-    if not cpu_supports_bf16():
-        import logging
-
-        logging.getLogger("tuneops.generation").warning(
-            "bf16 generation: this CPU (%s) has no bf16 instructions, so it generates in fp32",
-            torch.backends.cpu.get_cpu_capability())
-        return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast("cpu", dtype=torch.bfloat16) if _cpu_bf16() else contextlib.nullcontext()
 
 
 class Generator:
@@ -327,8 +338,6 @@ class Generator:
         Batches are length-sorted and left-padded. With stop strings a sequence stops at the first
         one (transformers' ``stop_strings``) and the answer is cut before it.
         """
-        import time
-
         tok, s, torch = self.tokenizer, self.settings, self.torch
         rendered = [render_prompt(tok, p, s.prompt_template, s.system_prompt) for p in prompts]
         order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))
@@ -355,8 +364,8 @@ class Generator:
                         n = next((k for k, t in enumerate(ids) if t in ends), len(ids))
                         text, stopped = cut_at_stop(tok.decode(ids[:n], skip_special_tokens=True), s.stop_strings)
                         out[i] = Generated(text.strip(), int(enc["attention_mask"][j].sum()), n,
-                                           "stop" if n < len(ids) or stopped or n < s.max_new_tokens else "length",
+                                           "stop" if stopped or n < s.max_new_tokens else "length",
                                            round(latency, 3))
         finally:
             tok.padding_side = side
-        return [g for g in out if g is not None]
+        return out  # type: ignore[return-value]  # every index is filled above

@@ -14,7 +14,6 @@ ADAPTER_DIR = "adapter"  # PEFT-format adapter (every adapter method), with its 
 BASE_DIR = "base"  # the frozen base model, exported only for methods that cannot merge (prefix, prompt)
 
 
-
 @dataclass
 class Predictions:
     labels: list[str]

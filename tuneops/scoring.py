@@ -29,8 +29,6 @@ from tuneops.storage import is_s3, read_dataset, write_bytes
 
 LogFormat = Literal["jsonl", "parquet"]
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
-PREDICTION_COLUMNS = ["text", "label", "confidence", "model_version"]
-LOG_COLUMNS = [*PREDICTION_COLUMNS, "timestamp", "request_id"]
 
 
 @dataclass

@@ -52,8 +52,7 @@ class TextGeneratorModel(mlflow.pyfunc.PythonModel):
             prompts = list(model_input)
         from dataclasses import asdict
 
+        from tuneops.generation import GENERATED_COLUMNS
+
         details = self.generator.generate_details([as_prompt(p) for p in prompts])
         return pd.DataFrame([asdict(g) for g in details], columns=GENERATED_COLUMNS)
-
-
-GENERATED_COLUMNS = ["response", "prompt_tokens", "response_tokens", "finish_reason", "latency_ms"]

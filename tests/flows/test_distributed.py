@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import LABELS, MINILM, ROOT, causal_config, tiny_config
 from tuneops.engine import TrainingError
-from tuneops.serving import GENERATED_COLUMNS
+from tuneops.generation import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

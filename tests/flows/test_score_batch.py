@@ -13,8 +13,10 @@ from tests.conftest import LABELS, make_bucket, tiny_config
 from tests.flows.conftest import CHAMPION_NAME
 from tuneops import registry
 from tuneops.errors import DataError, RegistryError
-from tuneops.scoring import LOG_COLUMNS, predict_file
+from tuneops.scoring import predict_file
 from tuneops.storage import Source, read_bytes, s3_client, write_bytes
+
+LOG_COLUMNS = ["text", "label", "confidence", "model_version", "timestamp", "request_id"]  # a classifier's log row
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import LABELS, tiny_config
-from tuneops.serving import GENERATED_COLUMNS
+from tuneops.generation import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import causal_config, run_cli
 from tuneops import registry
-from tuneops.serving import GENERATED_COLUMNS
+from tuneops.generation import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

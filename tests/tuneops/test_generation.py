@@ -166,11 +166,12 @@ def test_generated_answers_carry_token_counts_finish_reason_and_latency(tiny_cau
     for d in details:
         assert 0 <= d.response_tokens <= 4 and d.latency_ms > 0
         assert d.finish_reason == ("length" if d.response_tokens == 4 else "stop")
-    # A stop string that every answer holds ends each one before it.
-    first = details[0].response
-    if first:
-        gen.settings.stop_strings = [first[0]]
-        assert all(first[0] not in r for r in gen.generate(prompts))
+    # A stop string ends an answer before it, and the answer counts as stopped, not cut off.
+    stop = next(d.response for d in details if d.response)[0]
+    gen.settings.stop_strings = [stop]
+    stopped = gen.generate_details(prompts)
+    assert all(stop not in d.response for d in stopped)
+    assert all(d.finish_reason == "stop" for d, before in zip(stopped, details, strict=True) if stop in before.response)
 
 
 def test_generation_settings_of_older_exports_still_load(tmp_path):

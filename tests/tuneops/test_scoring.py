@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from tuneops.errors import DataError
-from tuneops.scoring import LOG_COLUMNS, append_prediction_log, log_file_uri, read_texts, stamp_predictions
+from tuneops.scoring import append_prediction_log, log_file_uri, read_texts, stamp_predictions
+
+LOG_COLUMNS = ["text", "label", "confidence", "model_version", "timestamp", "request_id"]  # a classifier's log row
 
 NOW = datetime(2025, 3, 4, 23, 59, 58, 123456, tzinfo=UTC)
 

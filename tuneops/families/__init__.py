@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from tuneops.validation import ValidationReport
 
 
+INPUT_SIGNALS = ("text", "length", "word_count", "non_letter_share", "unknown_token_share", "embedding")
+"""Drift signals on the model's input that monitoring computes for every family (monitoring/drift.py)."""
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Prediction-side drift signals compared on one pair of frames (one Evidently report).

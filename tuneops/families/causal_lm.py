@@ -26,7 +26,8 @@ import pandas as pd
 
 from tuneops import pii
 from tuneops.evaluation import Evaluation
-from tuneops.families import Comparison, TaskFamily, register, require_log_columns
+from tuneops.families import INPUT_SIGNALS, Comparison, TaskFamily, register, require_log_columns
+from tuneops.generation import GENERATED_COLUMNS
 from tuneops.metrics import generation_metrics
 from tuneops.validation import (
     CONTROL_CHARS,
@@ -457,51 +458,46 @@ def accepts(config: dict[str, Any]) -> str | None:
 
 # ----------------------------------------------------------------------------- monitoring
 
-LOGGED = ("prompt", "response", "prompt_tokens", "response_tokens", "finish_reason", "latency_ms", "model_version")
+LOGGED = ("prompt", *GENERATED_COLUMNS, "model_version")  # a production-log row, before its stamps
 
 
-def _answer_labels(responses: pd.Series, response_format: str) -> pd.DataFrame:
-    """One row per label an answer names: the normalised answer ('label'), or each item of a JSON list
-    ('json_list', where an answer that is not one counts as the label '<invalid>')."""
+def _answers(frame: pd.DataFrame, source: str, fmt: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A log's answers as (one row per answer: tokens, empty, cut off, valid JSON; one row per label it names:
+    the normalised answer for 'label', each item of the JSON list for 'json_list', '<invalid>' for broken JSON)."""
     from tuneops import generation
 
-    def labels(response: str) -> list[str]:
-        if response_format == "label":
-            return [generation.normalise_answer(response)]
-        parsed = generation.parse_label_list(response)
-        return ["<invalid>"] if parsed is None else parsed or ["<none>"]
-
-    return pd.DataFrame({"label": responses.map(labels).explode().astype(str).to_numpy()})
+    require_log_columns(frame, source, ("response", "response_tokens", "finish_reason"))
+    responses = frame["response"].fillna("").astype(str)
+    view = pd.DataFrame({
+        "response_tokens": pd.to_numeric(frame["response_tokens"], errors="coerce").to_numpy(),
+        "empty_response": (responses.str.strip() == "").map({True: "empty", False: "answered"}).to_numpy(),
+        "cut_off": (frame["finish_reason"].astype(str) == "length").map({True: "cut off", False: "complete"})
+        .to_numpy()})
+    if fmt == "json_list":
+        parsed = responses.map(generation.parse_label_list)
+        view["json_valid"] = parsed.isna().map({True: "invalid", False: "valid"}).to_numpy()
+        labels = parsed.map(lambda p: ["<invalid>"] if p is None else p or ["<none>"])
+    elif fmt == "label":
+        labels = responses.map(lambda r: [generation.normalise_answer(r)])
+    else:  # free text names no labels
+        return view, None
+    return view, pd.DataFrame({"label": labels.explode().astype(str).to_numpy()})
 
 
 def response_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: TuneopsConfig) -> list[Comparison]:
     """The answers' side of a generator's traffic against the champion's answers on its held-out prompts:
     response length in tokens, empty answers, answers cut off at max_new_tokens, valid JSON (json_list), and
     the distribution of the labels the answers name (label, json_list)."""
-    from tuneops import generation
-
     fmt = cfg.model.response_format
-    frames = []
-    for frame, source in ((reference, "prediction reference"), (current, "prediction log")):
-        require_log_columns(frame, source, ("response", "response_tokens", "finish_reason"))
-        responses = frame["response"].fillna("").astype(str)
-        view = pd.DataFrame({
-            "response_tokens": pd.to_numeric(frame["response_tokens"], errors="coerce").to_numpy(),
-            "empty_response": (responses.str.strip() == "").map({True: "empty", False: "answered"}).to_numpy(),
-            "cut_off": (frame["finish_reason"].astype(str) == "length").map({True: "cut off", False: "complete"})
-            .to_numpy()})
-        if fmt == "json_list":
-            view["json_valid"] = responses.map(lambda r: "valid" if generation.parse_label_list(r) is not None
-                                               else "invalid").to_numpy()
-        frames.append((view, responses))
+    (ref, ref_labels), (cur, cur_labels) = (_answers(reference, "prediction reference", fmt),
+                                            _answers(current, "prediction log", fmt))
     methods = {"response_tokens": ("response_tokens", "wasserstein"), "empty_response": ("empty_response",
                "jensenshannon"), "cut_off": ("cut_off", "jensenshannon")}
     if fmt == "json_list":
         methods["json_valid"] = ("json_valid", "jensenshannon")
-    comparisons = [Comparison(methods, frames[0][0], frames[1][0])]
-    if fmt in ("label", "json_list"):
-        comparisons.append(Comparison({"response_labels": ("label", "jensenshannon")},
-                                      _answer_labels(frames[0][1], fmt), _answer_labels(frames[1][1], fmt)))
+    comparisons = [Comparison(methods, ref, cur)]
+    if ref_labels is not None and cur_labels is not None:
+        comparisons.append(Comparison({"response_labels": ("label", "jensenshannon")}, ref_labels, cur_labels))
     return comparisons
 
 
@@ -536,8 +532,7 @@ register(TaskFamily(
     pyfunc=generator_model,
     baseline=zero_shot_baseline,
     prediction_columns=LOGGED,
-    drift_signals=("text", "length", "word_count", "non_letter_share", "unknown_token_share", "embedding",
-                   "response_tokens", "empty_response", "cut_off", "json_valid", "response_labels"),
+    drift_signals=(*INPUT_SIGNALS, "response_tokens", "empty_response", "cut_off", "json_valid", "response_labels"),
     prediction_drift=response_drift,
     unsupported="hyperparameter search ranks trials by a classifier's validation metric; run train_model once per "
                 "configuration to compare settings",

@@ -19,7 +19,7 @@ import pandas as pd
 
 from tuneops import pii
 from tuneops.evaluation import Evaluation
-from tuneops.families import Comparison, TaskFamily, register, require_log_columns
+from tuneops.families import INPUT_SIGNALS, Comparison, TaskFamily, register, require_log_columns
 from tuneops.metrics import classification_metrics, expected_calibration_error
 from tuneops.splits import normalise
 from tuneops.validation import (
@@ -476,7 +476,6 @@ register(TaskFamily(
     pyfunc=pyfunc,
     search_metric=lambda cfg: (cfg.gate.primary_metric, True),
     prediction_columns=("text", "label", "confidence", "model_version"),
-    drift_signals=("text", "length", "word_count", "non_letter_share", "unknown_token_share", "prediction",
-                   "confidence", "embedding"),
+    drift_signals=(*INPUT_SIGNALS, "prediction", "confidence"),
     prediction_drift=prediction_drift,
 ))

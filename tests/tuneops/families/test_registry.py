@@ -37,6 +37,11 @@ def test_every_drift_signal_a_family_declares_has_a_threshold_and_every_threshol
     declared = [set(f.drift_signals) for f in families.FAMILIES.values() if f.drift_signals]
     assert set().union(*declared) == set(DriftThresholds.model_fields)
     assert len(declared) >= 2  # classifiers and generators are both monitored
+    from tuneops.monitoring.drift import TEXT_METHODS
+
+    assert set(families.INPUT_SIGNALS) == {*TEXT_METHODS, "embedding"}  # what drift.py computes for every family
+    assert all(set(families.INPUT_SIGNALS) <= set(f.drift_signals) for f in families.FAMILIES.values()
+               if f.drift_signals)
 
 
 @pytest.fixture
