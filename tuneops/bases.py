@@ -159,7 +159,8 @@ def _registered(base: str) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(target))
     if (folder / BASE_DIR).is_dir() and (folder / ADAPTER_DIR).is_dir():
-        raise ConfigError(f"model.base '{base}' ({name} v{version}) holds a frozen base plus a prefix/prompt adapter, "
+        method = json.loads((folder / ADAPTER_DIR / "tuneops_method.json").read_text()).get("method")
+        raise ConfigError(f"model.base '{base}' ({name} v{version}) holds a frozen base plus a '{method}' adapter, "
                           "which cannot be trained further as one model; start from a version trained with full, lora "
                           "or ia3 (exported as merged weights)")
     if not (folder / "config.json").is_file():

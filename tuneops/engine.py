@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,14 +223,15 @@ def checkpoint_mirror(uri: str) -> Any:
 # --------------------------------------------------------------------------- adapters
 
 
-def trainable_snapshot(model: Any) -> dict[str, Any]:
-    """A copy of the trainable adapter tensors before training, to prove later that they moved."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and _is_adapter(n)}
+def trainable_snapshot(model: Any, is_adapter: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """A copy of the trainable adapter tensors before training, to prove later that they moved.
 
+    ``is_adapter`` (the method's) leaves out a trained head: the adapter proper must move too.
+    """
+    from tuneops.methods import peft_adapter_parameter
 
-def _is_adapter(name: str) -> bool:
-    # modules_to_save (the classification head) trains in every method; the adapter proper must too.
-    return "modules_to_save" not in name and "original_module" not in name
+    is_adapter = is_adapter or peft_adapter_parameter
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and is_adapter(n)}
 
 
 def check_adapter(model: Any, before: dict[str, Any], adapter_dir: Path, method: str) -> dict[str, Any]:
@@ -272,11 +273,14 @@ class Prepared:
 
 def prepare_model(load_base: Any, cfg: TuneopsConfig, task_type: str) -> Prepared:
     """Wrap the base model with the configured method and check it fits in memory before training."""
+    from tuneops import methods
+
     model = build_model(load_base, cfg, task_type)
     preflight(model, cfg)
     return Prepared(model, sum(p.numel() for p in model.parameters() if p.requires_grad),
                     sum(p.numel() for p in model.parameters()),
-                    trainable_snapshot(model) if cfg.training.method != "full" else {})
+                    trainable_snapshot(model, methods.get(cfg.training.method).is_adapter)
+                    if cfg.training.method != "full" else {})
 
 
 def build_model(load_base: Any, cfg: TuneopsConfig, task_type: str) -> Any:
@@ -351,8 +355,11 @@ def export_model(trained: Any, initial: dict[str, Any], cfg: TuneopsConfig, mode
 
 
 def save_adapter(model: Any, adapter_dir: Path, cfg: TuneopsConfig) -> None:
-    """PEFT-format adapter, with the resolved method settings and training config beside it."""
-    model.save_pretrained(str(adapter_dir))
+    """PEFT-format adapter (written by the method's save hook), with the resolved settings and training config
+    beside it."""
+    from tuneops import methods
+
+    methods.get(cfg.training.method).save(model, adapter_dir)
     settings = cfg.training.method_settings()
     (adapter_dir / "tuneops_method.json").write_text(json.dumps({
         "method": cfg.training.method,

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tuneops.models import ADAPTER_DIR, BASE_DIR
+from tuneops.models import has_base_and_adapter, load_base_and_adapter
 
 IGNORE = -100  # label id the loss skips (PyTorch cross-entropy's ignore_index)
 GENERATION_FILE = "tuneops_generation.json"  # template and lengths saved beside the exported weights
@@ -306,11 +306,8 @@ class Generator:
         ensure_pad_token(self.tokenizer)
         if model is not None:
             self.model = model.eval()
-        elif (model_dir / ADAPTER_DIR).is_dir() and (model_dir / BASE_DIR).is_dir():
-            from peft import PeftModel  # prefix / prompt tuning: frozen base + adapter, loaded together
-
-            base = AutoModelForCausalLM.from_pretrained(str(model_dir / BASE_DIR))
-            self.model = PeftModel.from_pretrained(base, str(model_dir / ADAPTER_DIR)).eval()
+        elif has_base_and_adapter(model_dir):  # a method that cannot merge: frozen base + adapter, loaded together
+            self.model = load_base_and_adapter(model_dir, AutoModelForCausalLM)
         else:
             self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
         self.batch_size = batch_size

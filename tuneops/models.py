@@ -11,7 +11,23 @@ from pathlib import Path
 from typing import Any
 
 ADAPTER_DIR = "adapter"  # PEFT-format adapter (every adapter method), with its resolved settings beside it
-BASE_DIR = "base"  # the frozen base model, exported only for methods that cannot merge (prefix, prompt)
+BASE_DIR = "base"  # the frozen base model, exported only for methods that cannot merge (prefix, prompt, ...)
+
+
+def has_base_and_adapter(model_dir: Path) -> bool:
+    """Whether an exported folder is a frozen base plus an adapter (a method that cannot merge)."""
+    return (model_dir / ADAPTER_DIR).is_dir() and (model_dir / BASE_DIR).is_dir()
+
+
+def load_base_and_adapter(model_dir: Path, model_class: Any) -> Any:
+    """The exported base with its adapter put back by the method that trained it (named in tuneops_method.json)."""
+    import json
+
+    from tuneops import methods
+
+    method = methods.get(json.loads((model_dir / ADAPTER_DIR / "tuneops_method.json").read_text())["method"])
+    base = method.adapt_base(model_class.from_pretrained(str(model_dir / BASE_DIR)))
+    return method.load(base, model_dir / ADAPTER_DIR).eval()
 
 
 @dataclass
@@ -30,17 +46,8 @@ class Classifier:
         self.torch = torch
         model_dir = Path(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        if (model_dir / ADAPTER_DIR).is_dir() and (model_dir / BASE_DIR).is_dir():
-            import json
-
-            from peft import PeftModel  # prefix / prompt tuning: frozen base + adapter, loaded together
-
-            from tuneops import methods
-
-            method = json.loads((model_dir / ADAPTER_DIR / "tuneops_method.json").read_text())["method"]
-            base = AutoModelForSequenceClassification.from_pretrained(str(model_dir / BASE_DIR))
-            base = methods.get(method).adapt_base(base)
-            self.model = PeftModel.from_pretrained(base, str(model_dir / ADAPTER_DIR)).eval()
+        if has_base_and_adapter(model_dir):
+            self.model = load_base_and_adapter(model_dir, AutoModelForSequenceClassification)
         else:
             self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
         config = self.model.config

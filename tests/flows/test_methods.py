@@ -23,6 +23,7 @@ METHOD_SETTINGS = {
     "ia3": {},
     "prefix": {"prefix": {"num_virtual_tokens": 8}},
     "prompt": {"prompt": {"num_virtual_tokens": 8}},
+    "bottleneck": {"bottleneck": {"reduction_factor": 16, "non_linearity": "gelu"}},
 }
 
 
@@ -52,7 +53,7 @@ def test_method_trains_registers_and_predicts(method, prefect_server, company_cs
     resolved = json.loads((adapter / "tuneops_method.json").read_text())
     assert resolved["method"] == method
     assert resolved["settings"] == cfg.training.method_settings().model_dump(mode="json")
-    if method in ("prefix", "prompt"):  # cannot merge: served as base + adapter
+    if method in ("prefix", "prompt", "bottleneck"):  # cannot merge: served as base + adapter
         assert (adapter.parent / "base" / "config.json").is_file()
     else:  # merged: plain weights beside the adapter
         assert (adapter.parent / "model.safetensors").is_file()

@@ -14,6 +14,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -30,8 +31,11 @@ class Method:
     """How one fine-tuning method prepares a model, and whether its result can be merged.
 
     ``prepare(model, settings, task_type)`` returns the model to train. ``mergeable`` methods
-    (full, LoRA, IA3) export plain transformers weights; the others (prefix and prompt tuning)
-    export the base model plus the PEFT adapter, loaded together at serving time.
+    (full, LoRA, IA3) export plain transformers weights; the others (prefix and prompt tuning,
+    bottleneck adapters) export the base model plus the adapter, loaded together at serving time.
+    ``save`` and ``load`` write and read that adapter folder (PEFT's ``save_pretrained`` and
+    ``PeftModel.from_pretrained`` unless the method is one PEFT does not know); ``is_adapter`` tells
+    the adapter's own parameters from a trained head, for the changed-by-training check.
     """
 
     name: str
@@ -41,6 +45,12 @@ class Method:
     mergeable: bool = True
     adapt_base: Callable[[Any], Any] = lambda model: model
     """Called on the base model before the saved adapter is loaded onto it (serving), as prepare does."""
+    save: Callable[[Any, Path], None] = lambda model, folder: peft_save(model, folder)
+    """Write the trained model's adapter (PEFT's file layout) into the folder."""
+    load: Callable[[Any, Path], Any] = lambda base, folder: peft_load(base, folder)
+    """The base model with the adapter saved in the folder put onto it, ready to predict."""
+    is_adapter: Callable[[str], bool] = lambda name: peft_adapter_parameter(name)
+    """Whether a trainable parameter (by name) belongs to the adapter proper rather than to a trained head."""
 
 
 METHODS: dict[str, Method] = {}
@@ -53,6 +63,21 @@ def register(method: Method) -> Method:
 
 def get(name: str) -> Method:
     return METHODS[name]
+
+
+def peft_save(model: Any, folder: Path) -> None:
+    model.save_pretrained(str(folder))
+
+
+def peft_load(base: Any, folder: Path) -> Any:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(folder))
+
+
+def peft_adapter_parameter(name: str) -> bool:
+    # modules_to_save (the classification head) trains in every method; the adapter proper must too.
+    return "modules_to_save" not in name and "original_module" not in name
 
 
 def peft_task_type(task_type: str) -> Any:
