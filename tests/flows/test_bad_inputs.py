@@ -216,3 +216,22 @@ def test_failed_validation_report_is_recorded_and_masked(prefect_server, tiny_mo
         assert "jane.roe" not in content, f"{file.name} leaks personal data"
     assert "[EMAIL]" in (local / "report.md").read_text()
     assert "<html" in (local / "data_docs/index.html").read_text().lower()
+
+
+def test_bottleneck_modules_the_base_lacks_stop_the_run_before_training(prefect_server, tiny_model, tmp_path):
+    """A bottleneck config whose insertion patterns match no layer of the base model fails with the base's layer
+    names and the setting to change, before any training step, and registers nothing."""
+    from tuneops.errors import ConfigError
+    from tuneops.flows.train_model import train_model
+
+    name = "corpus-bottleneck-modules"
+    cfg = tiny_config(write_csv(good(), tmp_path / "d.csv"), tiny_model, name, training={
+        "method": "bottleneck", "bottleneck": {"placement": "pfeiffer", "feedforward_modules": [r"mlp\.fc_out"]}})
+    with pytest.raises(ConfigError, match=r"no module of the base model \(BertForSequenceClassification\) matches "
+                       r"feedforward_modules .*its linear layers are named like \['bert.encoder.layer.0.attention"
+                       r".*set training.bottleneck.feedforward_modules"):
+        train_model(config=cfg)
+    assert MlflowClient().search_model_versions(f"name = '{name}'") == []
+    runs = mlflow.search_runs(experiment_names=["tests"], filter_string=f"attributes.run_name = '{name}'",
+                              output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED" and "train_seconds" not in runs[0].data.metrics

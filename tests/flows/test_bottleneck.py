@@ -1,0 +1,96 @@
+"""Bottleneck adapters through the real flow, for both task families: a classifier that `tuneops predict` and
+`mlflow models serve` answer with, and a causal LM whose registered pyfunc generates; both exported as a frozen
+base plus an adapter in PEFT's file layout (the MiniLM run of tests/flows/test_methods.py judges quality)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import LABELS, causal_config, run_cli, tiny_config
+from tests.flows.test_serving import _serve_and_invoke
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+TEXTS = ["my card has not arrived", "change my pin", "what exchange rate do you use"]
+
+
+def _exported(name: str, version: str) -> Path:
+    """The registered version's model folder, downloaded."""
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    return next(local.rglob("adapter_config.json")).parent.parent
+
+
+def _assert_base_plus_peft_layout_adapter(model_dir: Path, task_type: str) -> None:
+    config = json.loads((model_dir / "adapter" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "BOTTLENECK" and config["task_type"] == task_type and config["target_modules"]
+    assert (model_dir / "adapter" / "adapter_model.safetensors").stat().st_size > 0
+    assert (model_dir / "base" / "config.json").is_file()  # not merged: the frozen base beside the adapter
+    assert not (model_dir / "model.safetensors").exists()
+
+
+def test_bottleneck_classifier_predicts_through_the_cli_and_over_http(prefect_server, tiny_model, company_csv,
+                                                                     tmp_path):
+    import yaml
+
+    from tuneops.flows.train_model import train_model
+    from tuneops.models import Classifier
+
+    name = "bottleneck-classifier"
+    cfg = tiny_config(company_csv, tiny_model, name, training={
+        "method": "bottleneck", "epochs": 2, "learning_rate": 0.01, "bottleneck": {"reduction_factor": 8}})
+    outcome = train_model(config=cfg)
+    assert outcome.registration.promoted, outcome.decision.reason
+    mv = MlflowClient().get_model_version(name, outcome.registration.version)
+    assert mv.tags["tuneops.method"] == "bottleneck"
+    model_dir = _exported(name, mv.version)
+    _assert_base_plus_peft_layout_adapter(model_dir, "SEQ_CLS")
+
+    expected = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"text": TEXTS}))
+    assert set(expected.label) <= set(LABELS)
+    # The downloaded folder reloads (base + adapter, through the method's loader) to the same predictions.
+    reloaded = Classifier(model_dir).predict(TEXTS)
+    assert reloaded.labels == expected.label.tolist()
+    assert reloaded.confidences == pytest.approx(expected.confidence.tolist(), abs=1e-6)
+
+    config = tmp_path / "bottleneck.yaml"
+    config.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    pd.DataFrame({"text": TEXTS}).to_csv(tmp_path / "texts.csv", index=False)
+    done = run_cli("predict", "--config", str(config), "--input", str(tmp_path / "texts.csv"),
+                   "--output", str(tmp_path / "predictions.jsonl"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    predicted = pd.read_json(tmp_path / "predictions.jsonl", lines=True)
+    assert predicted.label.tolist() == expected.label.tolist()
+
+    served = _serve_and_invoke(f"models:/{name}@champion", "text", TEXTS, tmp_path)
+    assert [row["label"] for row in served] == expected.label.tolist()
+    assert [row["confidence"] for row in served] == pytest.approx(expected.confidence.tolist(), abs=1e-6)
+
+
+def test_bottleneck_causal_lm_learns_registers_and_generates(prefect_server, tiny_causal_lm, instruction_csv):
+    from tuneops.flows.train_model import train_model
+    from tuneops.generation import Generator
+
+    name = "bottleneck-generator"
+    outcome = train_model(config=causal_config(
+        instruction_csv, tiny_causal_lm, name,
+        training={"method": "bottleneck", "epochs": 4, "learning_rate": 0.01,
+                  "bottleneck": {"placement": "houlsby", "reduction_factor": 4}},
+        gate={"min_lift_over_baseline": None}))
+    assert outcome.registration.promoted, outcome.decision.reason
+    mv = MlflowClient().get_model_version(name, outcome.registration.version)
+    assert mv.tags["tuneops.method"] == "bottleneck" and mv.tags["tuneops.task"] == "causal_lm"
+    # The frozen random base answers nothing right; the adapters alone must have learnt something.
+    assert float(mv.tags["tuneops.lift_over_baseline.rouge_l"]) > 0.1, mv.tags
+    model_dir = _exported(name, mv.version)
+    _assert_base_plus_peft_layout_adapter(model_dir, "CAUSAL_LM")
+
+    prompts = ["Which intent: How do I change my PIN?", "Which intent: my card still has not arrived"]
+    out = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"prompt": prompts}))
+    assert len(out) == 2 and (out.prompt_tokens > 0).all()
+    assert Generator(model_dir).generate(prompts) == out.response.tolist()  # the downloaded folder reloads the same
