@@ -137,3 +137,27 @@ def test_a_base_without_the_configured_modules_is_refused_with_the_fix(tiny_mode
     other = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
     with pytest.raises(ConfigError, match="does not fit this base model.*load it onto the base model it was trained"):
         bottleneck.load(other, tmp_path / "a")
+
+
+def test_the_config_schema_and_the_adapter_config_carry_the_method(tmp_path):
+    from tests.conftest import ROOT
+    from tuneops.config import TuneopsConfig, load_config, validate_config
+
+    cfg = load_config(ROOT / "configs/banking77_adapter.yaml")
+    assert cfg.training.method == "bottleneck" and cfg.training.lora is None
+    assert cfg.training.method_settings() == BottleneckSettings(placement="houlsby", reduction_factor=16)
+    # The typed form (Prefect's run form is this JSON schema) offers the method with every setting described.
+    schema = TuneopsConfig.model_json_schema()
+    settings = schema["$defs"]["BottleneckSettings"]["properties"]
+    assert {"placement", "reduction_factor", "non_linearity", "init_scale", "dropout", "attention_modules",
+            "feedforward_modules", "head_modules"} == set(settings)
+    assert all(field.get("description") for field in settings.values())
+    assert "'bottleneck' bottleneck adapter layers" in schema["$defs"]["TrainingConfig"]["properties"]["method"][
+        "description"]
+    # Wrong values are reported together, each with its field named.
+    with pytest.raises(ConfigError) as failure:
+        validate_config({"data": {"path": "x"}, "training": {"method": "bottleneck", "bottleneck": {
+            "placement": "everywhere", "reduction_factor": 0, "non_linearity": "softmax"}}})
+    message = str(failure.value)
+    for field in ("bottleneck.placement", "bottleneck.reduction_factor", "bottleneck.non_linearity"):
+        assert f"training.{field}" in message, message
