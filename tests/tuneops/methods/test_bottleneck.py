@@ -161,3 +161,28 @@ def test_the_config_schema_and_the_adapter_config_carry_the_method(tmp_path):
     message = str(failure.value)
     for field in ("bottleneck.placement", "bottleneck.reduction_factor", "bottleneck.non_linearity"):
         assert f"training.{field}" in message, message
+
+
+@pytest.mark.parametrize("family", ["gpt2", "opt", "distilbert", "falcon", "qwen2", "roberta"])
+def test_default_patterns_find_both_insertion_points_of_other_architectures(family):
+    """The defaults place one attention and one feed-forward adapter per layer in the other common families too."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    small = {"gpt2": dict(n_embd=32, n_layer=2, n_head=2), "opt": dict(hidden_size=32, num_hidden_layers=2,
+             num_attention_heads=2, ffn_dim=64, word_embed_proj_dim=32), "distilbert": dict(dim=32, n_layers=2,
+             n_heads=2, hidden_dim=64), "falcon": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2),
+             "qwen2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+             intermediate_size=64), "roberta": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+             intermediate_size=64)}[family]
+    config = AutoConfig.for_model(family, vocab_size=100, **small)
+    encoder = family in ("distilbert", "roberta")
+    with torch.device("meta"):
+        model = (AutoModelForSequenceClassification if encoder else AutoModelForCausalLM).from_config(config)
+    task = "SEQ_CLS" if encoder else "CAUSAL_LM"
+    houlsby = _adapted(bottleneck.insert(model, BottleneckSettings(reduction_factor=4), task))
+    assert len(houlsby) == 4, houlsby
+    with torch.device("meta"):
+        model = (AutoModelForSequenceClassification if encoder else AutoModelForCausalLM).from_config(config)
+    assert len(_adapted(bottleneck.insert(model, BottleneckSettings(placement="pfeiffer", reduction_factor=4),
+                                          task))) == 2
