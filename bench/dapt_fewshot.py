@@ -114,7 +114,8 @@ def main() -> None:
             print(f"seed {seed} {arm:8s} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
                   f"({seconds:.0f} s training)", flush=True)
         delta, low, high = paired_bootstrap(results["adapted"], results["plain"], "accuracy", 2000, 0.95)
-        print(f"seed {seed} adapted - plain: accuracy {delta:+.4f}, 95% paired bootstrap CI [{low:+.4f}, {high:+.4f}]\n")
+        print(f"seed {seed} adapted - plain: accuracy {delta:+.4f}, 95% paired bootstrap CI "
+              f"[{low:+.4f}, {high:+.4f}]\n")
     if len(args.seeds) > 1:
         a, p = pd.concat(pooled["adapted"], ignore_index=True), pd.concat(pooled["plain"], ignore_index=True)
         delta, low, high = paired_bootstrap(a, p, "accuracy", 2000, 0.95)
