@@ -67,6 +67,9 @@ def main() -> None:
     parser.add_argument("--val-per-intent", type=int, default=3, help="labelled validation rows per intent")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="training seeds (one pair of runs each)")
     parser.add_argument("--epochs", type=float, default=10, help="epochs of each supervised run")
+    parser.add_argument("--only", choices=["plain", "adapted"], help="train one arm (e.g. the plain one while the "
+                        "adapted encoder is still training); the comparison runs once both arms' predictions exist")
+    parser.add_argument("--predictions", type=Path, help="folder that keeps each arm's test predictions")
     args = parser.parse_args()
 
     from tuneops.bases import resolve
@@ -85,8 +88,9 @@ def main() -> None:
              "validation": few_labels(frame[(split == "validation").to_numpy()], d.label_column, d.text_column,
                                       args.val_per_intent),
              "test": frame[(split == "test").to_numpy()].reset_index(drop=True)}
-    adapted = resolve(args.adapted)
     work = Path(tempfile.mkdtemp(prefix="dapt-fewshot-"))
+    kept = args.predictions or work
+    kept.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, part in parts.items():
         paths[name] = str(work / f"{name}.parquet")
@@ -97,26 +101,33 @@ def main() -> None:
     print(f"supervised split of {args.supervised}: {len(parts['train'])} training rows ({args.per_intent} per "
           f"intent), {len(parts['validation'])} validation rows, {len(parts['test'])} test rows; "
           f"method {supervised.training.method}, {args.epochs:g} epochs")
-    print(f"adapted encoder: {args.adapted} ({adapted}); plain: {args.plain}\n")
+    print(f"adapted encoder: {args.adapted}; plain: {args.plain}\n")
     pooled: dict[str, list[pd.DataFrame]] = {"plain": [], "adapted": []}
     for seed in args.seeds:
         results = {}
-        for arm, base in (("plain", args.plain), ("adapted", adapted)):
-            cfg = supervised.model_copy(deep=True)
-            cfg.model.base = base
-            cfg.training.epochs = args.epochs
-            cfg.training.seed = seed
-            cfg.training.early_stopping_patience = None
-            predictions, seconds = run_arm(cfg, splits, work / f"{arm}-{seed}", parts["test"])
-            results[arm] = predictions
+        for arm, base in (("plain", args.plain), ("adapted", args.adapted)):
+            saved = kept / f"{arm}-{seed}.parquet"
+            if args.only in (None, arm):
+                cfg = supervised.model_copy(deep=True)
+                cfg.model.base = resolve(base)
+                cfg.training.epochs = args.epochs
+                cfg.training.seed = seed
+                cfg.training.early_stopping_patience = None
+                predictions, seconds = run_arm(cfg, splits, work / f"{arm}-{seed}", parts["test"])
+                predictions.to_parquet(saved, index=False)
+                print(f"seed {seed} {arm}: {seconds:.0f} s training", flush=True)
+            if not saved.is_file():
+                continue
+            predictions = results[arm] = pd.read_parquet(saved)
             pooled[arm].append(predictions)
             m = classification_metrics(predictions.y_true.tolist(), predictions.y_pred.tolist())
-            print(f"seed {seed} {arm:8s} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  "
-                  f"({seconds:.0f} s training)", flush=True)
+            print(f"seed {seed} {arm:8s} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}", flush=True)
+        if len(results) < 2:
+            continue
         delta, low, high = paired_bootstrap(results["adapted"], results["plain"], "accuracy", 2000, 0.95)
         print(f"seed {seed} adapted - plain: accuracy {delta:+.4f}, 95% paired bootstrap CI "
               f"[{low:+.4f}, {high:+.4f}]\n")
-    if len(args.seeds) > 1:
+    if len(args.seeds) > 1 and all(len(f) == len(args.seeds) for f in pooled.values()):
         a, p = pd.concat(pooled["adapted"], ignore_index=True), pd.concat(pooled["plain"], ignore_index=True)
         delta, low, high = paired_bootstrap(a, p, "accuracy", 2000, 0.95)
         accs = {arm: np.mean([(f.y_true == f.y_pred).mean() for f in frames]) for arm, frames in pooled.items()}

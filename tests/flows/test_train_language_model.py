@@ -25,9 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def corpus(tmp_path_factory) -> tuple[str, str]:
     """Unlabelled texts (the corpus) and a supervised config over a labelled slice of the same texts."""
     folder = tmp_path_factory.mktemp("lm")
-    df = pd.read_csv(ROOT / "data/banking77/train.csv").groupby("category").head(8)
-    df[["text"]].to_csv(folder / "corpus.csv", index=False)
-    df[df.category.isin(LABELS)].to_csv(folder / "labelled.csv", index=False)
+    df = pd.read_csv(ROOT / "data/banking77/train.csv")
+    labelled = df[df.category.isin(LABELS)].groupby("category").head(40)
+    labelled.to_csv(folder / "labelled.csv", index=False)
+    pd.concat([df.groupby("category").head(8), labelled]).drop_duplicates()[["text"]].to_csv(folder / "corpus.csv",
+                                                                                              index=False)
     (folder / "classifier.yaml").write_text(yaml.safe_dump({"data": {"path": str(folder / "labelled.csv"),
                                                                      "label_column": "category"}}))
     return str(folder / "corpus.csv"), str(folder / "classifier.yaml")
@@ -91,7 +93,7 @@ def test_the_registered_encoder_scores_texts(adapted_encoder):
     assert again.log_likelihood.iloc[1] == pytest.approx(out.log_likelihood.iloc[0], abs=1e-4)  # fixed masks
 
 
-def test_a_classifier_starts_from_the_adapted_encoder(adapted_encoder, company_csv):
+def test_a_classifier_starts_from_the_adapted_encoder(adapted_encoder, company_csv, tiny_model):
     """models:/NAME@champion as a classifier's base: its backbone is the adapted encoder's, its head new, and its
     provenance names the parent version."""
     import torch
@@ -110,6 +112,9 @@ def test_a_classifier_starts_from_the_adapted_encoder(adapted_encoder, company_c
     from transformers import AutoModelForSequenceClassification
 
     parent = AutoModel.from_pretrained(resolve("models:/lm-encoder@champion"))
+    untrained = AutoModel.from_pretrained(tiny_model)
+    assert not torch.equal(parent.encoder.layer[0].attention.self.query.weight,
+                           untrained.encoder.layer[0].attention.self.query.weight)  # adaptation moved the encoder
     start = AutoModelForSequenceClassification.from_pretrained(resolve("models:/lm-encoder@champion"), num_labels=4)
     assert torch.equal(start.bert.embeddings.word_embeddings.weight, parent.embeddings.word_embeddings.weight)
     assert torch.equal(start.bert.encoder.layer[0].attention.self.query.weight,
