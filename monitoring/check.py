@@ -136,7 +136,7 @@ def resolve_reference(cfg: TuneopsConfig) -> Reference:
                          pd.read_parquet(cache / "predictions.parquet"))
     family = families.of(train_cfg)
     text_col = family.input_column(train_cfg)
-    data = select_subset(read_dataset(data_path), train_cfg.data)
+    data = select_subset(read_dataset(train_cfg.data.path), train_cfg.data)
     texts = data.sample(min(mon.reference_rows, len(data)), random_state=mon.seed)
     texts = pd.DataFrame({"text": texts[text_col].astype(str).to_numpy()})
     held_out = _held_out_rows(run_id, text_col)

@@ -22,8 +22,8 @@ def split_dataset(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, out_dir:
     result = split_frame(df, data, cfg, out_dir)
     tracking.log_artifacts(run_id, out_dir, "splits")
     columns = [data.text_column, data.label_column]
-    frames = {"dataset": (df, data.path, fingerprint(df, columns))}
-    frames.update({name: (pd.read_parquet(path), f"{data.path}#split={name}", result.fingerprints[name])
+    frames = {"dataset": (df, data.source(), fingerprint(df, columns))}
+    frames.update({name: (pd.read_parquet(path), f"{data.source()}#split={name}", result.fingerprints[name])
                    for name, path in result.paths.items()})
     tracking.log_datasets(run_id, frames, targets=data.label_column)
     tracking.log_params(run_id, {f"split.{n}.rows": s for n, s in result.sizes.items()})

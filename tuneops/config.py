@@ -27,6 +27,10 @@ METRICS = ("accuracy", "macro_f1")
 # Per-example scores of model.task: causal_lm; set_match and json_valid need model.response_format: json_list.
 LABEL_SET_METRICS = ("set_match", "json_valid")
 GENERATION_METRICS = ("rouge_l", "exact_match", *LABEL_SET_METRICS)
+# Per-example score of model.task: language_modeling: the mean token log-likelihood of a held-out text.
+LANGUAGE_MODELING_METRICS = ("log_likelihood",)
+SCORED_METRICS = (*GENERATION_METRICS, *LANGUAGE_MODELING_METRICS)
+"""Metrics that are the mean of a per-example score column of the predictions (the gate resamples them)."""
 DEFAULT_TEMPLATE = "### Instruction:\n{prompt}\n### Response:\n"
 
 
@@ -45,9 +49,11 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the company dataset lives and which columns mean what."""
 
-    path: str = Field(
-        description="Dataset file (CSV, JSONL or Parquet, by extension). Relative paths resolve "
-        "against the working directory."
+    path: str | list[str] = Field(
+        description="Dataset file (CSV, JSONL or Parquet, by extension), folder or s3:// prefix; or a list of "
+        "them, read into one table of the columns every one of them has (e.g. the text column of a labelled CSV "
+        "and of a JSONL file, for model.task language_modeling). Relative paths resolve against the working "
+        "directory."
     )
     text_column: str = Field("text", description="Column holding the input text.")
     label_column: str = Field("label", description="Column holding the target label.")
@@ -75,6 +81,16 @@ class DataConfig(_Section):
     messages_column: str | None = Field(
         None, description="model.task causal_lm, instead of prompt/response: a column of chat conversations (lists "
         "of {role, content}); the last assistant message is the response, the messages before it the prompt.")
+
+    @model_validator(mode="after")
+    def _paths(self) -> DataConfig:
+        if isinstance(self.path, list) and (not self.path or not all(p.strip() for p in self.path)):
+            raise ValueError("path is an empty list or holds an empty name; name one or more dataset files")
+        return self
+
+    def source(self) -> str:
+        """``path`` as one line of text (a list joined by ' + '), for tags, model cards and dataset names."""
+        return " + ".join(self.path) if isinstance(self.path, list) else self.path
 
 
 class ValidationSettings(_Section):
@@ -276,10 +292,12 @@ class GateConfig(_Section):
     challenger must hold its quality on the champion's own (previous) test split.
     """
 
-    primary_metric: Literal["accuracy", "macro_f1", "rouge_l", "exact_match", "set_match", "json_valid"] = Field(
+    primary_metric: Literal["accuracy", "macro_f1", "rouge_l", "exact_match", "set_match", "json_valid",
+                            "log_likelihood"] = Field(
         "accuracy", description="Metric compared between challenger and champion: accuracy or macro_f1 for "
         "classification; rouge_l or exact_match for causal_lm (the default there is rouge_l), or with "
-        "model.response_format json_list set_match (exact set of labels) or json_valid."
+        "model.response_format json_list set_match (exact set of labels) or json_valid; log_likelihood (mean "
+        "token log-likelihood of each held-out text, in nats; higher is better) for language_modeling."
     )
     policy: Literal["non_inferiority", "superiority"] = Field(
         "non_inferiority", description="'non_inferiority': the CI's lower bound of (challenger - champion) must "
@@ -335,6 +353,22 @@ class GateConfig(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+class LanguageModelingConfig(_Section):
+    """model.task language_modeling: domain-adaptive training on unlabelled text (families/language_modeling.py).
+
+    Encoders (BERT-like, e.g. the MiniLM) learn masked-language modelling, decoders causal-LM; which one follows
+    from the base model's architecture.
+    """
+
+    mlm_probability: float = Field(
+        0.15, gt=0, lt=1, description="Encoders: share of tokens masked per training block (BERT's 0.15); "
+        "evaluation always masks 15% at positions fixed by each text, so every model is scored on the same masks.")
+    exclude_test_of: list[str] = Field(
+        default_factory=list, description="Supervised configs (YAML paths) whose test-split texts are dropped from "
+        "the corpus before the split, so that a model later fine-tuned from this one is not tested on text it "
+        "has read. The split is recomputed from each config (same data, subset and split settings).")
 
 
 class RegistryConfig(_Section):
@@ -483,6 +517,9 @@ class TuneopsConfig(_Section):
     gate: GateConfig = Field(default_factory=GateConfig, description="Promotion rules against the champion.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="MLflow names.")
     search: SearchConfig | None = Field(None, description="Hyperparameter search space (tune_hyperparameters flow).")
+    language_modeling: LanguageModelingConfig | None = Field(
+        None, description="model.task language_modeling: masking and the supervised test splits kept out of the "
+        "corpus; null takes the defaults.")
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig,
                                          description="Production drift monitoring, alerts and retraining.")
 
@@ -516,6 +553,9 @@ class TuneopsConfig(_Section):
     @model_validator(mode="after")
     def _task_family(self) -> TuneopsConfig:
         problems = FAMILIES[self.model.task].config_problems(self)
+        if self.language_modeling is not None and self.model.task != "language_modeling":
+            problems.append(f"language_modeling settings given but model.task is '{self.model.task}'; remove them or "
+                            "set model.task: language_modeling")
         if problems:
             raise ValueError("; ".join(problems))
         return self

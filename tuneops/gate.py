@@ -13,7 +13,10 @@ A first model (no champion) is gated on floors alone.
 
 Generated text (model.task: causal_lm) is gated the same way on per-example scores (columns
 ``rouge_l``, ``exact_match`` in the predictions): the bootstrap resamples the per-example score
-differences, and slices compare the mean primary score; per-class checks do not apply.
+differences, and slices compare the mean primary score; per-class checks do not apply. So is a
+language model adapted on unlabelled text (model.task: language_modeling) on ``log_likelihood``, the
+mean token log-likelihood of each held-out text (its ``nll`` and ``tokens`` also give the perplexity
+that gate.max_perplexity caps).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from tuneops.config import GENERATION_METRICS, GateConfig
+from tuneops.config import SCORED_METRICS, GateConfig
 from tuneops.metrics import classification_metrics, perplexity
 
 
@@ -56,7 +59,7 @@ def _metric(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> float:
 
 def metrics_of(predictions: pd.DataFrame) -> dict[str, float]:
     """Classification metrics from labels, or the mean of per-example generation scores where present."""
-    scores = [m for m in GENERATION_METRICS if m in predictions.columns]
+    scores = [m for m in SCORED_METRICS if m in predictions.columns]
     if scores:
         return {m: float(predictions[m].mean()) for m in scores}
     return classification_metrics(predictions.y_true.tolist(), predictions.y_pred.tolist())
@@ -64,7 +67,7 @@ def metrics_of(predictions: pd.DataFrame) -> dict[str, float]:
 
 def per_example(predictions: pd.DataFrame, metric: str) -> pd.Series:
     """The per-example score a slice is judged by: the generation score, else correctness (accuracy)."""
-    return predictions[metric] if metric in GENERATION_METRICS else predictions.y_pred == predictions.y_true
+    return predictions[metric] if metric in SCORED_METRICS else predictions.y_pred == predictions.y_true
 
 
 def paired_bootstrap(challenger: pd.DataFrame, champion: pd.DataFrame, metric: str, samples: int,
@@ -74,7 +77,7 @@ def paired_bootstrap(challenger: pd.DataFrame, champion: pd.DataFrame, metric: s
     a, b = challenger.y_pred.to_numpy(), champion.y_pred.to_numpy()
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(y), size=(samples, len(y)))
-    if metric in GENERATION_METRICS:  # a mean of per-example scores: resample their paired differences
+    if metric in SCORED_METRICS:  # a mean of per-example scores: resample their paired differences
         diff = challenger[metric].to_numpy(float) - champion[metric].to_numpy(float)
         observed, deltas = float(diff.mean()), diff[idx].mean(axis=1)
     elif metric == "accuracy":
@@ -121,7 +124,7 @@ def _compare(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig, 
 
 def slice_checks(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig) -> list[dict]:
     """Accuracy (generation: the primary score) per class and per slice value, on the same rows."""
-    generation = cfg.primary_metric in GENERATION_METRICS
+    generation = cfg.primary_metric in SCORED_METRICS
     groups = {} if generation else {"class": challenger.y_true}
     groups.update({c.removeprefix("slice:"): challenger[c] for c in challenger.columns if c.startswith("slice:")})
     measure = cfg.primary_metric if generation else "accuracy"

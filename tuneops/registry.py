@@ -129,7 +129,7 @@ def provenance_tags(cfg: TuneopsConfig, data_fingerprint: str, splits: SplitResu
     """Tags that let every version say which data, code, config, base model, metrics and verdict."""
     tags = {
         "tuneops.task": cfg.model.task,
-        "tuneops.data.path": cfg.data.path,
+        "tuneops.data.path": cfg.data.source(),
         "tuneops.data.fingerprint": data_fingerprint,
         "tuneops.code_version": code_version,
         "tuneops.config_hash": cfg.fingerprint(),

@@ -56,3 +56,31 @@ class TextGeneratorModel(mlflow.pyfunc.PythonModel):
 
         details = self.generator.generate_details([as_prompt(p) for p in prompts])
         return pd.DataFrame([asdict(g) for g in details], columns=GENERATED_COLUMNS)
+
+
+class TextScorerModel(mlflow.pyfunc.PythonModel):
+    """A language model adapted on unlabelled text (model.task: language_modeling): a ``text`` column in; per text
+    ``log_likelihood`` (mean over its scored tokens, nats), ``perplexity`` (its exp; for an encoder a
+    pseudo-perplexity over masked tokens) and ``tokens`` (how many were scored) out. Low likelihood means the text
+    is unlike the domain the model was adapted to.
+
+    It wraps :class:`tuneops.language_model.LanguageModelScorer`, so serving scores exactly as evaluation did.
+    """
+
+    def load_context(self, context: Any) -> None:
+        from tuneops.language_model import LanguageModelScorer
+
+        self.scorer = LanguageModelScorer(context.artifacts["model"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        import math
+
+        if isinstance(model_input, pd.DataFrame):
+            column = "text" if "text" in model_input.columns else model_input.columns[0]
+            texts = model_input[column].astype(str).tolist()
+        else:
+            texts = [str(t) for t in model_input]
+        sums, counts = self.scorer.score(texts)
+        means = [-s / c if c else 0.0 for s, c in zip(sums, counts, strict=True)]
+        return pd.DataFrame({"log_likelihood": means, "perplexity": [math.exp(min(-m, 700.0)) for m in means],
+                             "tokens": counts})

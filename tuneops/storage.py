@@ -180,8 +180,14 @@ def _read_jsonl(text: str, name: str) -> pd.DataFrame:
         raise
 
 
-def read_dataset(uri: str) -> pd.DataFrame:
-    """Read every file under a path or S3 prefix into one frame; all files must share one schema."""
+def read_dataset(uri: str | list[str]) -> pd.DataFrame:
+    """Read every file under a path or S3 prefix into one frame; all files must share one schema.
+
+    A list of paths (``data.path`` may be one) gives one frame of the columns that every path's data has, in
+    the first path's order: e.g. the text column of a labelled CSV and of a JSONL file with other labels.
+    """
+    if isinstance(uri, list):
+        return _read_several(uri)
     sources = list_sources(uri)
     frames = [(s, parse(read_bytes(s), s)) for s in sources]
     first_source, first = frames[0]
@@ -193,6 +199,16 @@ def read_dataset(uri: str) -> pd.DataFrame:
     if len(frames) == 1:
         return first
     return pd.concat([f for _, f in frames], ignore_index=True)
+
+
+def _read_several(uris: list[str]) -> pd.DataFrame:
+    frames = [read_dataset(u) for u in uris]
+    shared = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
+    if not shared:
+        found = "; ".join(f"{u}: {list(f.columns)}" for u, f in zip(uris, frames, strict=True))
+        raise DataError(f"the files of data.path have no column in common ({found}); export them with the column "
+                        "the model reads (e.g. text) or name one file")
+    return pd.concat([f[shared] for f in frames], ignore_index=True)
 
 
 def write_bytes(data: bytes, uri: str) -> None:

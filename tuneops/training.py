@@ -67,7 +67,8 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
     frames = {name: pd.read_parquet(path) for name, path in splits.paths.items()}
     plan = family.plan_training(cfg, frames, resolve_base(cfg.model.base))
     transformers.set_seed(cfg.training.seed)
-    prepared = engine.prepare_model(plan.load_base, cfg, family.peft_task_type)
+    task_type = plan.peft_task_type or family.peft_task_type
+    prepared = engine.prepare_model(plan.load_base, cfg, task_type)
     model, trainable, total, initial = prepared.model, prepared.trainable, prepared.total, prepared.initial
 
     key = checkpoint_key(cfg, splits)
@@ -93,7 +94,7 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     evaluated = trainer.evaluate() if plan.final_evaluation else {}
-    trained = engine.trained_model(trainer, lambda: engine.build_model(plan.load_base, cfg, family.peft_task_type))
+    trained = engine.trained_model(trainer, lambda: engine.build_model(plan.load_base, cfg, task_type))
     if trained is None:
         return None  # a distributed worker other than rank 0: rank 0 exports and verifies
     best = plan.best_validation(trained, evaluated)

@@ -37,3 +37,6 @@ class TrainingPlan:
     labels: list[str] = field(default_factory=list)
     save_extra: Callable[[Path], None] = lambda model_dir: None
     """Write family files beside the exported model (e.g. generation settings)."""
+    peft_task_type: str | None = None
+    """PEFT's task type when it depends on the base model (language_modeling: an encoder or a decoder); None: the
+    family's ``peft_task_type``."""

@@ -111,6 +111,8 @@ def _s3_upload(key: str, df: pd.DataFrame | None) -> Callable[[Path], str]:
     return make
 
 
+LANGUAGE_MODELING = {"model": {"task": "language_modeling"}, "gate": {"floors": {}}}
+
 CASES = [
     Case("missing column", _with(lambda d: d.drop(columns="category")), r"required columns: missing column\(s\) "
          r"'category'"),
@@ -166,6 +168,15 @@ CASES = [
          s3=True),
     Case("missing S3 object", _s3_upload("exports/missing.csv", None),
          r"s3://corpus/exports/missing.csv does not exist", s3=True),
+    # model.task language_modeling: one text column, no labels (tuneops/families/language_modeling.py)
+    Case("corpus without its text column", _with(lambda d: d.rename(columns={"text": "query"})),
+         r"required columns: missing column\(s\) 'text'; found \['query', 'category'\]; set data.text_column",
+         config=LANGUAGE_MODELING),
+    Case("blank corpus texts", _with(lambda d: _set(d, slice(0, 5), "text", " ")),
+         r"text not blank: every text must contain more than whitespace \(5 rows\)", config=LANGUAGE_MODELING),
+    Case("unreadable exclusion config", _with(lambda d: d),
+         r"supervised test texts excluded: language_modeling.exclude_test_of cannot be read: .*nope.yaml does not "
+         r"exist", config={**LANGUAGE_MODELING, "language_modeling": {"exclude_test_of": ["nope.yaml"]}}),
     Case("missing S3 bucket", lambda tmp: "s3://no-such-bucket/data.csv", r"bucket of s3://no-such-bucket/data.csv "
          r"does not exist", s3=True),
 ]

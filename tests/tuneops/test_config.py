@@ -16,7 +16,10 @@ def test_every_shipped_config_loads(path, monkeypatch):
     monkeypatch.chdir(ROOT)
     cfg = load_config(path)
     assert isinstance(cfg, TuneopsConfig)
-    assert Path(cfg.data.path).exists(), f"{path.name} points at missing data {cfg.data.path}"
+    for data in cfg.data.path if isinstance(cfg.data.path, list) else [cfg.data.path]:
+        assert Path(data).exists(), f"{path.name} points at missing data {data}"
+    for listed in cfg.language_modeling.exclude_test_of if cfg.language_modeling else []:
+        assert Path(listed).is_file(), f"{path.name} excludes the test split of a missing config {listed}"
 
 
 def test_shipped_configs_include_the_demo_and_full():

@@ -389,7 +389,7 @@ def generator_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult
         "a list of {role, content} messages); output: a `response` column, greedy, at most "
         f"{cfg.model.max_new_tokens} new tokens.", "",
         "## Data",
-        f"- source `{d.path}` ({columns}), fingerprint `{tags['tuneops.data.fingerprint']}`",
+        f"- source `{d.source()}` ({columns}), fingerprint `{tags['tuneops.data.fingerprint']}`",
         "- split (hash-based on the prompt, stable as data grows): " + ", ".join(
             f"{n} {splits.sizes[n]} rows (`{splits.fingerprints[n]}`)" for n in ("train", "validation", "test")),
         "", "## Training",

@@ -388,7 +388,7 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
         f"Classify short customer texts into {len(trained.labels)} labels ({labels}). Input: a DataFrame with a "
         "`text` column; output: `label` and `confidence` (softmax probability) per row.", "",
         "## Data",
-        f"- source `{cfg.data.path}`, fingerprint `{tags['tuneops.data.fingerprint']}`",
+        f"- source `{cfg.data.source()}`, fingerprint `{tags['tuneops.data.fingerprint']}`",
         "- split (hash-based, stable as data grows): " + ", ".join(
             f"{n} {splits.sizes[n]} rows (`{splits.fingerprints[n]}`)" for n in ("train", "validation", "test")),
         "", "## Training",
