@@ -16,7 +16,12 @@ def test_every_shipped_config_loads(path, monkeypatch):
     monkeypatch.chdir(ROOT)
     cfg = load_config(path)
     assert isinstance(cfg, TuneopsConfig)
-    assert Path(cfg.data.path).exists(), f"{path.name} points at missing data {cfg.data.path}"
+    if "${TUNEOPS_HOME}" in path.read_text().split("path:", 1)[1].splitlines()[0]:
+        # Data that tuneops itself writes into the working folder (the preference pairs of `tuneops pairs`):
+        # absent from a clone by design; what it is built from must be there.
+        assert cfg.preference is not None and Path(cfg.preference.task_config).is_file(), path.name
+    else:
+        assert Path(cfg.data.path).exists(), f"{path.name} points at missing data {cfg.data.path}"
 
 
 def test_shipped_configs_include_the_demo_and_full():
