@@ -100,10 +100,10 @@ def build_pairs(task: TuneopsConfig, champion: str | None = None, output: str | 
     from tuneops.splits import assign_splits
     from tuneops.storage import read_dataset
 
-    if task.model.task != "causal_lm" or task.data.messages_column:
-        raise ConfigError(f"pairs are built from a causal_lm config with prompt and response columns; "
-                          f"{task.registry.model_name} is model.task {task.model.task}"
-                          + (" with a messages column" if task.data.messages_column else ""))
+    if not (task.data.prompt_column and task.data.response_column):
+        raise ConfigError(f"pairs are built from an instruction-tuning config with data.prompt_column and "
+                          f"data.response_column (e.g. configs/nlupp_intents_llm.yaml); {task.registry.model_name}'s "
+                          "config has none")
     champion = champion or f"models:/{task.registry.model_name}@champion"
     df = prepare_causal(select_subset(read_dataset(task.data.path), task.data), task)
     train = df[assign_splits(df, task.split_data(), task.split) == "train"]
