@@ -192,7 +192,12 @@ def _pairs(frame: pd.DataFrame, cfg: TuneopsConfig) -> tuple[list[str], list[str
 def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str) -> TrainingPlan:
     """DPO on the pairs; the best epoch has the lowest validation DPO loss; the recorded validation metrics are the
     preference accuracy and margin, measured as evaluation measures them."""
+    import hashlib
+    import json
+
     import datasets
+    import pyarrow as pa
+    from datasets.table import InMemoryTable
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tuneops import generation, preference
@@ -208,9 +213,12 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     settings = generation.GenerationSettings.of(cfg)
 
     def encode(frame: pd.DataFrame) -> Any:
-        return datasets.Dataset.from_list([
-            preference.encode_pair(tokenizer, p, c, r, settings.prompt_template, settings.max_length,
-                                   settings.system_prompt) for p, c, r in zip(*_pairs(frame, cfg), strict=True)])
+        rows = [preference.encode_pair(tokenizer, p, c, r, settings.prompt_template, settings.max_length,
+                                       settings.system_prompt) for p, c, r in zip(*_pairs(frame, cfg), strict=True)]
+        # The fingerprint is given, not derived: deriving it pickles the table with dill, whose disassembly
+        # of a helper escapes into the run's log under Prefect's print capture.
+        digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+        return datasets.Dataset(InMemoryTable(pa.Table.from_pylist(rows)), fingerprint=digest)
 
     def measure(generator: generation.Generator) -> dict[str, float]:
         return preference.summary(preference.score_pairs(generator, *_pairs(frames["validation"], cfg)))
