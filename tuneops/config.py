@@ -513,6 +513,10 @@ class PreferenceSettings(_Section):
         "length-normalised log-ratios).")
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="loss_type robust: assumed share of flipped preference labels (0..0.5).")
+    sft_weight: float = Field(
+        0.0, ge=0, le=10, description="Weight of a supervised loss (negative log-likelihood of the chosen answer) "
+        "added to the preference loss (RPO). DPO alone can lower the chosen answers' likelihood along with the "
+        "rejected ones and unlearn the task's format; this keeps the chosen answers likely. 0: DPO alone.")
 
 
 class TuneopsConfig(_Section):

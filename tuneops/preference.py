@@ -71,11 +71,13 @@ def summary(scores: PairScores) -> dict[str, float]:
     return {"preference_accuracy": sum(scores.correct) / n, "preference_margin": sum(scores.margin) / n}
 
 
-def trainer_class(beta: float, loss_type: str, label_smoothing: float, max_length: int) -> type:
+def trainer_class(beta: float, loss_type: str, label_smoothing: float, max_length: int, sft_weight: float = 0.0
+                  ) -> type:
     """TRL's DPOTrainer, shaped for the shared loop (tuneops/training.py builds it like a transformers Trainer).
 
     - The loop hands it TrainingArguments built from the config; they become a DPOConfig with every field
-      kept (checkpoints, evaluation, seed, precision, DeepSpeed) plus beta, the loss and the length limit.
+      kept (checkpoints, evaluation, seed, precision, DeepSpeed) plus beta, the loss and the length limit;
+      ``sft_weight`` adds TRL's 'sft' loss on the chosen answers with that weight (RPO).
     - The datasets are already tokenised (:func:`encode_pair`), so TRL's own preparation is skipped; the
       pair's length column stays in the batch so the length-grouped sampler can use it.
     - The reference model is the base with the adapters disabled: TRL copies a PEFT model's adapter into a
@@ -91,8 +93,9 @@ def trainer_class(beta: float, loss_type: str, label_smoothing: float, max_lengt
     class PreferenceTrainer(DPOTrainer):
         def __init__(self, *, args: TrainingArguments, **kwargs: Any):
             given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
-            config = DPOConfig(**given, beta=beta, loss_type=[loss_type], label_smoothing=label_smoothing,
-                               max_length=max_length)
+            losses = [loss_type, "sft"] if sft_weight else [loss_type]
+            config = DPOConfig(**given, beta=beta, loss_type=losses, loss_weights=[1.0, sft_weight][:len(losses)],
+                               label_smoothing=label_smoothing, max_length=max_length)
             super().__init__(args=config, **kwargs)
             model = self.accelerator.unwrap_model(self.model)
             if REF_ADAPTER in getattr(model, "peft_config", {}):

@@ -241,7 +241,8 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
         tokenizer=tokenizer, load_base=lambda: AutoModelForCausalLM.from_pretrained(base),
         train_dataset=encode(frames["train"]), eval_dataset=encode(frames["validation"]), collator=None,
         metric="loss", final_evaluation=False, best_validation=best_validation, save_extra=settings.save,
-        trainer_class=preference.trainer_class(p.beta, p.loss_type, p.label_smoothing, cfg.model.max_length),
+        trainer_class=preference.trainer_class(p.beta, p.loss_type, p.label_smoothing, cfg.model.max_length,
+                                               p.sft_weight),
         verify_export=verify_export)
 
 
@@ -356,7 +357,9 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
         "Answer instructions like those of the supervised task it was tuned from. Input: a DataFrame with a `prompt` "
         f"column; output: a `response` column, greedy, at most {cfg.model.max_new_tokens} new tokens.", "",
         "## Lineage",
-        f"- preference-tuned (DPO, loss `{p.loss_type}`, beta {p.beta:g}) from {lineage}",
+        f"- preference-tuned (DPO, loss `{p.loss_type}`, beta {p.beta:g}"
+        + (f", plus the supervised loss on chosen answers x {p.sft_weight:g}" if p.sft_weight else "")
+        + f") from {lineage}",
         "- reference model during training: that base with the adapters disabled", "",
         "## Data",
         f"- preference pairs `{d.path}` (prompt `{d.prompt_column}`, chosen `{d.chosen_column}`, rejected "
