@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 export TUNEOPS_HOME ?= $(CURDIR)/.tuneops
 
 .PHONY: install demo test lint bench ui-mlflow ui-prefect clean demo-monitoring bench-monitoring \
-	demo-llm demo-llm-json demo-monitoring-llm
+	demo-llm demo-llm-json demo-monitoring-llm demo-dpo
 
 # Create the virtual environment and install tuneops with its test tools (re-run when pyproject changes).
 $(STAMP): pyproject.toml
@@ -44,6 +44,13 @@ demo-llm-json: install
 	$(BIN)/tuneops predict --config configs/nlupp_intents_llm.yaml --input data/demo/messages.csv \
 		--output $(TUNEOPS_HOME)/demo_llm_json_answers.csv
 	@$(BIN)/python -c "import pandas as p; print(p.read_csv('$(TUNEOPS_HOME)/demo_llm_json_answers.csv')[['prompt', 'response']].to_string(index=False))"
+
+# Preference tuning (DPO) on top of the NLU++ JSON-intents champion: train that champion, build pairs from its own
+# answers on its training prompts (under $TUNEOPS_HOME/pairs), then DPO from models:/nlupp-intent-extractor@champion.
+demo-dpo: install
+	$(BIN)/tuneops train configs/nlupp_intents_llm.yaml
+	$(BIN)/tuneops pairs --config configs/nlupp_intents_llm.yaml
+	$(BIN)/tuneops train configs/nlupp_dpo.yaml
 
 test: install
 	$(BIN)/pytest -q

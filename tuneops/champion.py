@@ -52,7 +52,9 @@ def rescore_champion(cfg: TuneopsConfig, test_path: str, test_fingerprint: str, 
     previous = previous_test_split(name, version, test_fingerprint, out_dir / "previous")
     if previous is not None:
         frame = pd.read_parquet(previous)
-        if all(c in frame.columns for c in cfg.gate.slice_columns):
+        # A previous split of another data contract (a supervised champion's split under a preference config, with
+        # no prompt column of this config) is not the same task: the family scores that task its own way.
+        if all(c in frame.columns for c in [cfg.split_data().text_column, *cfg.gate.slice_columns]):
             scores.champion_previous = score_with(champion, frame, cfg, out_dir / "champion_previous.parquet")
             scores.challenger_previous = score_with(load_challenger(), frame, cfg,
                                                     out_dir / "challenger_previous.parquet")

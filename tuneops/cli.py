@@ -66,7 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"model        {r.name} v{r.version}  ({r.model_uri})")
     print("test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
                                       if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "set_match",
-                                               "micro_f1", "json_valid", "perplexity")))
+                                               "micro_f1", "json_valid", "perplexity", "preference_accuracy",
+                                               "preference_margin")))
     lift = next((c for c in d.checks if c["check"].startswith("lift over baseline")), None)
     if lift is not None:
         print(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, lift "
@@ -132,6 +133,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     restored, replaced = registry.rollback(args.name, args.reason)
     print(json.dumps({"model": args.name, "champion": restored, "previous": replaced}))
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from tuneops.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    check_services()
+    from tuneops.preference_pairs import build_pairs
+
+    result = build_pairs(cfg, args.champion, args.output, args.seed)
+    sources = ", ".join(f"{k} {v}" for k, v in sorted(result.sources.items()))
+    print(f"wrote {result.rows} preference pairs from {result.training_prompts} training prompts of "
+          f"{cfg.registry.model_name} ({result.champion}) to {result.path}: {sources}")
     return 0
 
 
@@ -209,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("rollback", cmd_rollback, "Make the 'previous' version champion again.")
     p.add_argument("name", help="registered model name")
     p.add_argument("--reason", default="rollback", help="why; recorded as an audit tag")
+
+    p = add("pairs", cmd_pairs, "Build preference pairs from a causal_lm config's training prompts: chosen = the "
+            "reference, rejected = the champion's own wrong answer (or a near miss where it is right).")
+    p.add_argument("--config", required=True, help="the supervised causal_lm config, e.g. "
+                   "configs/nlupp_intents_llm.yaml")
+    p.add_argument("--champion", help="model to generate with (default models:/<registry.model_name>@champion)")
+    p.add_argument("--output", help="JSONL file to write (default $TUNEOPS_HOME/pairs/<registry.model_name>.jsonl)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the near misses (default 0)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
     p = add("up", cmd_up, "Start the local stack (Prefect server + worker, MLflow server) and deploy the flows.")
     p.add_argument("--host", help="address to bind (default 127.0.0.1, or TUNEOPS_HOST)")

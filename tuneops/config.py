@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from tuneops.bases import ACCEPTED
 from tuneops.errors import ConfigError
@@ -29,7 +29,9 @@ LABEL_SET_METRICS = ("set_match", "json_valid")
 GENERATION_METRICS = ("rouge_l", "exact_match", *LABEL_SET_METRICS)
 # Per-example score of model.task: language_modeling: the mean token log-likelihood of a held-out text.
 LANGUAGE_MODELING_METRICS = ("log_likelihood",)
-SCORED_METRICS = (*GENERATION_METRICS, *LANGUAGE_MODELING_METRICS)
+# Per-example scores of model.task: preference (one per held-out pair; tuneops/families/preference.py).
+PREFERENCE_METRICS = ("preference_accuracy",)
+SCORED_METRICS = (*GENERATION_METRICS, *LANGUAGE_MODELING_METRICS, *PREFERENCE_METRICS)
 """Metrics that are the mean of a per-example score column of the predictions (the gate resamples them)."""
 DEFAULT_TEMPLATE = "### Instruction:\n{prompt}\n### Response:\n"
 
@@ -81,6 +83,20 @@ class DataConfig(_Section):
     messages_column: str | None = Field(
         None, description="model.task causal_lm, instead of prompt/response: a column of chat conversations (lists "
         "of {role, content}); the last assistant message is the response, the messages before it the prompt.")
+    chosen_column: str | None = Field(
+        None, description="model.task preference: column holding the preferred answer to the prompt.")
+    rejected_column: str | None = Field(
+        None, description="model.task preference: column holding the dispreferred answer to the same prompt.")
+
+    @field_validator("path")
+    @classmethod
+    def _home(cls, value: str | list[str]) -> str | list[str]:
+        """``${TUNEOPS_HOME}`` stands for the working folder (files that tuneops itself writes, e.g. pairs)."""
+        from tuneops import settings
+
+        home = str(settings.home())
+        return [v.replace("${TUNEOPS_HOME}", home) for v in value] if isinstance(value, list) else \
+            value.replace("${TUNEOPS_HOME}", home)
 
     @model_validator(mode="after")
     def _paths(self) -> DataConfig:
@@ -293,12 +309,19 @@ class GateConfig(_Section):
     """
 
     primary_metric: Literal["accuracy", "macro_f1", "rouge_l", "exact_match", "set_match", "json_valid",
-                            "log_likelihood"] = Field(
+                            "log_likelihood", "preference_accuracy"] = Field(
         "accuracy", description="Metric compared between challenger and champion: accuracy or macro_f1 for "
         "classification; rouge_l or exact_match for causal_lm (the default there is rouge_l), or with "
         "model.response_format json_list set_match (exact set of labels) or json_valid; log_likelihood (mean "
-        "token log-likelihood of each held-out text, in nats; higher is better) for language_modeling."
+        "token log-likelihood of each held-out text, in nats; higher is better) for language_modeling; "
+        "preference_accuracy for preference (the share of held-out pairs whose chosen answer is more likely than "
+        "the rejected one)."
     )
+    also_compare: list[str] = Field(
+        default_factory=list, description="Further metrics compared with the champion on the same rows, each with "
+        "the paired bootstrap CI: none may be worse by more than max_regression (CI lower bound >= -max_regression), "
+        "whatever the policy. preference defaults to the task metric of the supervised test split, so preference "
+        "tuning cannot buy preference accuracy by forgetting the task.")
     policy: Literal["non_inferiority", "superiority"] = Field(
         "non_inferiority", description="'non_inferiority': the CI's lower bound of (challenger - champion) must "
         "be >= -max_regression; 'superiority': the lower bound must be > 0."
@@ -344,8 +367,12 @@ class GateConfig(_Section):
 
     @model_validator(mode="after")
     def _floors(self) -> GateConfig:
-        known = METRICS + GENERATION_METRICS
+        known = METRICS + GENERATION_METRICS + PREFERENCE_METRICS
         problems = [f"unknown metric '{k}' (known: {', '.join(known)})" for k in self.floors if k not in known]
+        problems += [f"also_compare: unknown metric '{k}' (known: {', '.join(known)})" for k in self.also_compare
+                     if k not in known]
+        if self.test == "mcnemar" and self.also_compare:
+            problems.append("also_compare needs the paired bootstrap; set test: bootstrap")
         problems += [f"floor for {k} is {v}; it must be within [0, 1]" for k, v in self.floors.items()
                      if not 0 <= v <= 1]
         if self.test == "mcnemar" and self.primary_metric != "accuracy":
@@ -505,6 +532,29 @@ class MonitoringConfig(_Section):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig, description="Retraining trigger.")
 
 
+class PreferenceSettings(_Section):
+    """Preference tuning (model.task: preference): DPO through TRL, on top of model.base with LoRA (or another
+    training.method); the reference model is the base with the adapters disabled."""
+
+    task_config: str = Field(
+        description="The supervised config (e.g. configs/nlupp_intents_llm.yaml) whose data and split define the "
+        "supervised test split: every model is also scored on it with that task's metric (set_match, exact_match, "
+        "...), so that preference tuning cannot buy preference accuracy by forgetting the task.")
+    beta: float = Field(
+        0.1, gt=0, le=10, description="DPO's beta: how far the tuned model may move from the reference; higher "
+        "keeps it closer (for loss_type ipo, the regularisation tau).")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm"] = Field(
+        "sigmoid", description="TRL's DPO loss: 'sigmoid' (DPO), 'ipo' (IPO, less prone to overfit deterministic "
+        "preferences), 'hinge' (SLiC), 'robust' (noisy labels; uses label_smoothing), 'sigmoid_norm' (DPO on "
+        "length-normalised log-ratios).")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="loss_type robust: assumed share of flipped preference labels (0..0.5).")
+    sft_weight: float = Field(
+        0.0, ge=0, le=10, description="Weight of a supervised loss (negative log-likelihood of the chosen answer) "
+        "added to the preference loss (RPO). DPO alone can lower the chosen answers' likelihood along with the "
+        "rejected ones and unlearn the task's format; this keeps the chosen answers likely. 0: DPO alone.")
+
+
 class TuneopsConfig(_Section):
     """A complete fine-tuning pipeline: data, checks, split, model, training, gate, registry."""
 
@@ -520,12 +570,17 @@ class TuneopsConfig(_Section):
     language_modeling: LanguageModelingConfig | None = Field(
         None, description="model.task language_modeling: masking and the supervised test splits kept out of the "
         "corpus; null takes the defaults.")
+    preference: PreferenceSettings | None = Field(
+        None, description="model.task preference: DPO settings and the supervised task it must not forget.")
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig,
                                          description="Production drift monitoring, alerts and retraining.")
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> TuneopsConfig:
         selected, allowed = self.data.select_labels, self.validation.allowed_labels
+        if self.preference is not None and self.model.task != "preference":
+            raise ValueError(f"a preference section is given but model.task is '{self.model.task}'; set model.task: "
+                             "preference or remove it")
         if self.split.strategy == "time" and not self.data.timestamp_column:
             raise ValueError("split.strategy is 'time' but data.timestamp_column is not set; name the column")
         if selected and allowed:

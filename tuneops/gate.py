@@ -17,6 +17,11 @@ differences, and slices compare the mean primary score; per-class checks do not 
 language model adapted on unlabelled text (model.task: language_modeling) on ``log_likelihood``, the
 mean token log-likelihood of each held-out text (its ``nll`` and ``tokens`` also give the perplexity
 that gate.max_perplexity caps).
+
+A per-example score may be defined on only some rows (a preference pair's correctness is not defined on
+a supervised task prompt scored beside it): each metric is averaged, and its paired differences are
+resampled, over the rows where both models have it. ``gate.also_compare`` names further metrics that
+are compared with the champion like the primary one and may not be worse by more than max_regression.
 """
 
 from __future__ import annotations
@@ -57,9 +62,12 @@ def _metric(y_true: np.ndarray, y_pred: np.ndarray, metric: str) -> float:
     return classification_metrics(list(y_true), list(y_pred))[metric]
 
 
+"""Metrics that are means of per-example scores (columns of the predictions), not functions of labels."""
+
+
 def metrics_of(predictions: pd.DataFrame) -> dict[str, float]:
-    """Classification metrics from labels, or the mean of per-example generation scores where present."""
-    scores = [m for m in SCORED_METRICS if m in predictions.columns]
+    """Classification metrics from labels, or the mean of per-example scores over the rows that have them."""
+    scores = [m for m in SCORED_METRICS if m in predictions.columns and predictions[m].notna().any()]
     if scores:
         return {m: float(predictions[m].mean()) for m in scores}
     return classification_metrics(predictions.y_true.tolist(), predictions.y_pred.tolist())
@@ -76,11 +84,16 @@ def paired_bootstrap(challenger: pd.DataFrame, champion: pd.DataFrame, metric: s
     y = challenger.y_true.to_numpy()
     a, b = challenger.y_pred.to_numpy(), champion.y_pred.to_numpy()
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(samples, len(y)))
     if metric in SCORED_METRICS:  # a mean of per-example scores: resample their paired differences
         diff = challenger[metric].to_numpy(float) - champion[metric].to_numpy(float)
+        diff = diff[~np.isnan(diff)]  # the rows where both models have the score
+        idx = rng.integers(0, len(diff), size=(samples, len(diff)))
         observed, deltas = float(diff.mean()), diff[idx].mean(axis=1)
-    elif metric == "accuracy":
+        tail = (1 - confidence) / 2
+        low, high = np.quantile(deltas, [tail, 1 - tail])
+        return float(observed), float(low), float(high)
+    idx = rng.integers(0, len(y), size=(samples, len(y)))
+    if metric == "accuracy":
         observed = _metric(y, a, metric) - _metric(y, b, metric)
         diff = (a == y).astype(float) - (b == y).astype(float)
         deltas = diff[idx].mean(axis=1)
@@ -103,8 +116,11 @@ def mcnemar(challenger: pd.DataFrame, champion: pd.DataFrame) -> tuple[int, int,
     return only_a, only_b, float(p)
 
 
-def _compare(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig, version: str) -> dict:
-    m = cfg.primary_metric
+def _compare(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig, version: str,
+             metric: str | None = None) -> dict:
+    """The primary metric under the configured policy, or (``metric``) an also_compare metric, non-inferior."""
+    m = metric or cfg.primary_metric
+    policy = cfg.policy if metric is None else "non_inferiority"
     if cfg.test == "mcnemar":
         only_a, only_b, p = mcnemar(challenger, champion)
         delta = (only_a - only_b) / len(challenger)
@@ -116,9 +132,9 @@ def _compare(challenger: pd.DataFrame, champion: pd.DataFrame, cfg: GateConfig, 
         return {"check": f"vs champion v{version} ({m}, McNemar, {cfg.policy})", "delta": delta,
                 "only_challenger_right": only_a, "only_champion_right": only_b, "p_value": p, "passed": bool(ok)}
     delta, low, high = paired_bootstrap(challenger, champion, m, cfg.bootstrap_samples, cfg.confidence)
-    bound = 0.0 if cfg.policy == "superiority" else -cfg.max_regression
-    ok = low > bound if cfg.policy == "superiority" else low >= bound
-    return {"check": f"vs champion v{version} ({m}, paired bootstrap, {cfg.policy})", "delta": delta,
+    bound = 0.0 if policy == "superiority" else -cfg.max_regression
+    ok = low > bound if policy == "superiority" else low >= bound
+    return {"check": f"vs champion v{version} ({m}, paired bootstrap, {policy})", "delta": delta,
             "ci_low": low, "ci_high": high, "bound": bound, "confidence": cfg.confidence, "passed": bool(ok)}
 
 
@@ -173,14 +189,18 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
         checks.append(lift_over_baseline(challenger, baseline[1], cfg, baseline[0]))
     if champion is not None:
         checks.append(_compare(challenger, champion, cfg, champion_version or "?"))
+        checks += [_compare(challenger, champion, cfg, champion_version or "?", m) for m in cfg.also_compare]
         checks += slice_checks(challenger, champion, cfg)
     if previous is not None:
-        m = cfg.primary_metric
         chall_prev, champ_prev = previous
-        a, b = metrics_of(chall_prev)[m], metrics_of(champ_prev)[m]
-        checks.append({"check": f"forgetting ({m} on the previous test split)", "challenger": a, "champion": b,
-                       "delta": a - b, "bound": -cfg.max_regression, "rows": len(chall_prev),
-                       "passed": a - b >= -cfg.max_regression})
+        measured_a, measured_b = metrics_of(chall_prev), metrics_of(champ_prev)
+        for m in [cfg.primary_metric, *cfg.also_compare]:
+            if m not in measured_a or m not in measured_b:
+                continue  # the previous split does not measure it (e.g. a supervised split has no preference pairs)
+            a, b = measured_a[m], measured_b[m]
+            checks.append({"check": f"forgetting ({m} on the previous test split)", "challenger": a, "champion": b,
+                           "delta": a - b, "bound": -cfg.max_regression, "rows": len(chall_prev),
+                           "passed": a - b >= -cfg.max_regression})
 
     failures = [_explain(c) for c in checks if not c["passed"]]
     if failures:
@@ -193,9 +213,13 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
     compare = next(c for c in checks if c["check"].startswith("vs champion"))
     detail = (f"CI [{compare['ci_low']:+.4f}, {compare['ci_high']:+.4f}]" if "ci_low" in compare
               else f"McNemar p={compare['p_value']:.3g}")
+    also = "".join(f"; {m} {c['delta']:+.4f} (CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], within "
+                   f"-{cfg.max_regression:g})" for m, c in zip(
+                       cfg.also_compare, [c for c in checks if c["check"].startswith("vs champion")][1:], strict=True))
     return GateDecision(True, f"passed: {cfg.primary_metric} {compare['delta']:+.4f} vs champion "
-                              f"v{champion_version} on the same test split ({detail}, {cfg.policy}); floors, slices"
-                              f"{' and previous split' if previous else ''} hold{lifted}", champion_version, checks)
+                              f"v{champion_version} on the same test split ({detail}, {cfg.policy}){also}; floors, "
+                              f"slices{' and previous split' if previous else ''} hold{lifted}", champion_version,
+                        checks)
 
 
 def perplexity_ceiling(challenger: pd.DataFrame, ceiling: float) -> dict:

@@ -246,3 +246,75 @@ def test_bottleneck_modules_the_base_lacks_stop_the_run_before_training(prefect_
     runs = mlflow.search_runs(experiment_names=["tests"], filter_string=f"attributes.run_name = '{name}'",
                               output_format="list")
     assert len(runs) == 1 and runs[0].info.status == "FAILED" and "train_seconds" not in runs[0].data.metrics
+
+
+# ----------------------------------------------------------------------- preference pairs (model.task: preference)
+
+
+def good_pairs() -> pd.DataFrame:
+    """Prompts with the right intent as chosen and the next intent as rejected."""
+    df = good()
+    names = df.category.str.replace("_", " ")
+    wrong = df.category.map(lambda c: LABELS[(LABELS.index(c) + 1) % 4].replace("_", " "))
+    return pd.DataFrame({"prompt": "Which intent: " + df.text, "chosen": names, "rejected": wrong})
+
+
+def _pairs_with(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[Path], str]:
+    return lambda tmp: write_csv(change(good_pairs()), tmp / "pairs.csv")
+
+
+PREFERENCE_CASES = [
+    Case("chosen equals rejected", _pairs_with(lambda d: _set(d, slice(0, 3), "rejected", d.chosen.iloc[0])
+                                               .pipe(_set, slice(0, 3), "chosen", d.chosen.iloc[0])),
+         r"chosen differs from rejected: the chosen and the rejected answer of a pair must differ .* \(3 rows\)"),
+    Case("missing rejected column", _pairs_with(lambda d: d.drop(columns="rejected")),
+         r"required columns: missing column\(s\) 'rejected'; .*data.rejected_column"),
+    Case("empty answers", _pairs_with(lambda d: _set(d, slice(0, 2), "chosen", "  ")),
+         r"chosen not blank: every chosen must contain more than whitespace .* \(2 rows\)"),
+    Case("empty rejected answers", _pairs_with(lambda d: _set(d, slice(4, 9), "rejected", None)),
+         r"rejected not null: every pair needs a rejected \(5 rows\)"),
+    Case("personal data in an answer", _pairs_with(lambda d: _set(d, slice(0, 1), "rejected", "call +44 20 7946 0958")),
+         r"personal data: prompts and answers must not hold"),
+    Case("duplicate prompts under fail policy", _pairs_with(lambda d: pd.concat([d, d.iloc[:2]])),
+         r"duplicate prompts: each prompt should have one pair \(policy: fail\) \(4 rows\)",
+         config={"validation": {"duplicates": "fail"}}),
+    Case("supervised task config missing", _pairs_with(lambda d: d), r"supervised task: preference.task_config "
+         r"nope.yaml does not load: config file nope.yaml does not exist",
+         config={"preference": {"task_config": "nope.yaml"}}),
+]
+
+
+def preference_case_config(case: Case, data: str, base: str, task_yaml: str, name: str):
+    from tuneops.config import validate_config
+
+    raw = {"data": {"path": data, "prompt_column": "prompt", "chosen_column": "chosen",
+                    "rejected_column": "rejected"},
+           "model": {"base": base, "task": "preference", "max_length": 48, "max_new_tokens": 6},
+           "preference": {"task_config": task_yaml},
+           "registry": {"model_name": name, "experiment": "tests"}}
+    for section, values in case.config.items():
+        raw.setdefault(section, {}).update(values)
+    return validate_config(raw)
+
+
+@pytest.mark.parametrize("case", PREFERENCE_CASES, ids=lambda c: c.name)
+def test_bad_preference_data_stops_before_training(case: Case, prefect_server, tiny_causal_lm, tmp_path):
+    """Bad pairs stop the run at validation (before any training) with their own message; nothing registered."""
+    import yaml
+
+    from tests.conftest import causal_config
+    from tuneops.flows.train_model import train_model
+
+    task = causal_config(write_csv(good_pairs().rename(columns={"chosen": "response"}), tmp_path / "task.csv"),
+                         tiny_causal_lm, "corpus-task", model={"base": tiny_causal_lm, "task": "causal_lm",
+                                                               "max_length": 48, "max_new_tokens": 6})
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(task.model_dump(mode="json")))
+    name = "corpus-pref-" + case.name.replace(" ", "-")
+    cfg = preference_case_config(case, case.make(tmp_path), tiny_causal_lm, str(tmp_path / "task.yaml"), name)
+    with pytest.raises(DataError, match=case.expect):
+        train_model(config=cfg)
+    assert MlflowClient().search_model_versions(f"name = '{name}'") == []
+    runs = mlflow.search_runs(experiment_names=["tests"], filter_string=f"attributes.run_name = '{name}'",
+                              output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert "train_seconds" not in runs[0].data.metrics

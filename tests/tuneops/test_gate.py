@@ -119,3 +119,54 @@ def test_bootstrap_interval_contains_observed_difference():
     b["y_true"] = a["y_true"]
     observed, low, high = paired_bootstrap(a, b, "macro_f1", 300, 0.9)
     assert low <= observed <= high
+
+
+def mixed(pair_right: np.ndarray, task_right: np.ndarray) -> pd.DataFrame:
+    """A preference model's predictions: pair rows (preference_accuracy) and task rows (set_match) in one frame."""
+    pairs = pd.DataFrame({"kind": "pair", "y_true": "c", "y_pred": np.where(pair_right, "chosen", "rejected"),
+                          "preference_accuracy": pair_right.astype(float), "set_match": np.nan})
+    task = pd.DataFrame({"kind": "task", "y_true": "t", "y_pred": "t", "preference_accuracy": np.nan,
+                         "set_match": task_right.astype(float)})
+    return pd.concat([pairs, task], ignore_index=True)
+
+
+PREF = GateConfig(primary_metric="preference_accuracy", floors={}, also_compare=["set_match"], max_regression=0.02)
+
+
+def test_each_metric_is_compared_on_the_rows_that_define_it():
+    rng = np.random.default_rng(0)
+    champ_pairs, task = rng.random(300) < 0.6, rng.random(400) < 0.5
+    better = champ_pairs | (rng.random(300) < 0.5)  # wins every pair the champion won, and more
+    d = decide(mixed(better, task), PREF, mixed(champ_pairs, task), "1")
+    checks = {c["check"]: c for c in d.checks}
+    pref = checks["vs champion v1 (preference_accuracy, paired bootstrap, non_inferiority)"]
+    assert pref["delta"] == pytest.approx(better.mean() - champ_pairs.mean())  # means over the 300 pairs only
+    task_check = checks["vs champion v1 (set_match, paired bootstrap, non_inferiority)"]
+    assert task_check["delta"] == 0 and task_check["ci_low"] == 0 and task_check["passed"]
+    assert d.passed and "; set_match +0.0000 (CI [+0.0000, +0.0000], within -0.02)" in d.reason
+
+
+def test_a_preference_gain_cannot_buy_forgetting_the_task():
+    rng = np.random.default_rng(1)
+    pairs, task = rng.random(300) < 0.5, rng.random(400) < 0.6
+    forgot = task & (rng.random(400) < 0.7)  # loses about a third of the prompts it got right
+    d = decide(mixed(np.ones(300, bool), forgot), PREF.model_copy(update={"policy": "superiority"}),
+               mixed(pairs, task), "1")
+    assert not d.passed
+    assert "vs champion v1 (set_match, paired bootstrap, non_inferiority): difference -0.2" in d.reason
+    assert "preference_accuracy" not in d.reason  # that comparison passed (superiority)
+
+
+def test_forgetting_check_skips_a_metric_the_previous_split_does_not_measure():
+    task = np.random.default_rng(2).random(200) < 0.5
+    previous = (mixed(np.zeros(0, bool), task), mixed(np.zeros(0, bool), task))
+    d = decide(mixed(np.ones(50, bool), task), PREF, mixed(np.ones(50, bool), task), "1", previous)
+    assert [c["check"] for c in d.checks if c["check"].startswith("forgetting")] == [
+        "forgetting (set_match on the previous test split)"]
+
+
+def test_also_compare_names_known_metrics_and_needs_the_bootstrap():
+    with pytest.raises(ValueError, match="also_compare: unknown metric 'bleu'"):
+        GateConfig(also_compare=["bleu"])
+    with pytest.raises(ValueError, match="also_compare needs the paired bootstrap"):
+        GateConfig(test="mcnemar", also_compare=["macro_f1"])

@@ -439,9 +439,13 @@ def config_problems(cfg: TuneopsConfig) -> list[str]:
     if g.test == "mcnemar":
         problems.append("gate.test 'mcnemar' needs per-example correctness of a classifier; use bootstrap with "
                         "causal_lm")
-    wrong = sorted(k for k in g.floors if k not in METRICS)
-    if wrong:
-        problems.append(f"gate.floors {', '.join(wrong)} do not apply to causal_lm; use {', '.join(METRICS)}")
+    for what, names in (("floors", g.floors), ("also_compare", g.also_compare)):
+        wrong = sorted(k for k in names if k not in METRICS)
+        if wrong:
+            problems.append(f"gate.{what} {', '.join(wrong)} do not apply to causal_lm; use {', '.join(METRICS)}")
+    if d.chosen_column or d.rejected_column:
+        problems.append("data.chosen_column / rejected_column hold preference pairs; set model.task: preference or "
+                        "remove them")
     return problems
 
 

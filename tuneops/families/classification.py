@@ -429,7 +429,9 @@ def accepts(config: dict[str, Any]) -> str | None:
 def config_problems(cfg: TuneopsConfig) -> list[str]:
     """Settings of other families that a classifier config must not carry."""
     d = cfg.data
-    given = [f"data.{k}" for k in ("prompt_column", "response_column", "messages_column") if getattr(d, k)]
+    given = [f"data.{k}" for k in ("prompt_column", "response_column", "messages_column", "chosen_column",
+                                   "rejected_column") if getattr(d, k)]
+    given += [f"gate.also_compare {k}" for k in cfg.gate.also_compare if k not in ("accuracy", "macro_f1")]
     if cfg.gate.max_perplexity is not None:
         given.append("gate.max_perplexity")
     given += [f"model.{k}" for k in ("system_prompt", "stop_strings") if getattr(cfg.model, k)]

@@ -1,0 +1,46 @@
+"""Preference pairs from a champion's answers: on-policy where it is wrong, a near miss where it is right."""
+
+import json
+import random
+
+from tuneops.generation import parse_label_list
+from tuneops.preference_pairs import NEAR_MISSES, make_pairs, near_miss
+
+LABELS = ["card", "pin", "refund", "fees"]
+
+
+def test_wrong_or_malformed_answers_become_the_rejected_answer():
+    pairs = make_pairs(["p1", "p2", "p3"], ['["card"]', '["pin", "fees"]', '["refund"]'],
+                       ['["pin"]', '["pin", "fee', '["card"]'], "json_list")
+    assert pairs.source.tolist() == ["on_policy"] * 3
+    assert pairs.rejected.tolist() == ['["pin"]', '["pin", "fee', '["card"]']
+    assert pairs.chosen.tolist() == ['["card"]', '["pin", "fees"]', '["refund"]']
+
+
+def test_right_answers_get_a_near_miss_that_is_wrong_and_stable():
+    references = [json.dumps(r) for r in (["card"], ["pin", "fees"], [], ["refund", "card"])] * 10
+    prompts = [f"prompt {i}" for i in range(len(references))]
+    answers = [json.dumps(list(reversed(json.loads(r)))) for r in references]  # the same set, other order: right
+    pairs = make_pairs(prompts, references, answers, "json_list", seed=3)
+    assert pairs.source.str.startswith("near_miss:").all()
+    assert {s.split(":")[1] for s in pairs.source} == set(NEAR_MISSES)  # every kind occurs
+    for chosen, rejected, source in zip(pairs.chosen, pairs.rejected, pairs.source, strict=True):
+        got = parse_label_list(rejected)
+        assert rejected != chosen
+        if source == "near_miss:broken_json":
+            assert got is None
+        else:
+            assert got is not None and set(got) != set(json.loads(chosen))
+    again = make_pairs(prompts[::-1], references[::-1], answers[::-1], "json_list", seed=3)
+    assert sorted(again.rejected) == sorted(pairs.rejected)  # seeded by the prompt, not the row order
+
+
+def test_near_miss_of_an_empty_list_adds_or_breaks():
+    kinds = {near_miss([], LABELS, random.Random(i))[0] for i in range(30)}
+    assert kinds == {"add", "broken_json"}
+
+
+def test_text_answers_give_on_policy_pairs_only():
+    pairs = make_pairs(["a", "b"], ["card arrival", "change pin"], ["Card arrival.", "exchange rate"], "label")
+    assert pairs.to_dict("records") == [{"prompt": "b", "chosen": "change pin", "rejected": "exchange rate",
+                                         "source": "on_policy"}]
