@@ -12,11 +12,16 @@ from tuneops import families
 from tuneops.errors import ConfigError
 
 
-def test_both_families_are_registered_and_complete():
-    assert {"classification", "causal_lm"} <= set(families.FAMILIES)
+def test_every_family_is_registered_and_complete():
+    from peft import TaskType
+
+    assert {"classification", "causal_lm", "preference", "language_modeling"} <= set(families.FAMILIES)
     for family in families.FAMILIES.values():
-        assert family.peft_task_type in ("SEQ_CLS", "CAUSAL_LM")
-        assert family.gate_defaults["primary_metric"] in family.gate_defaults["floors"]
+        assert family.peft_task_type in TaskType.__members__  # what the methods in tuneops/methods/ wrap
+        # A default floor is on the primary metric; a family whose metric has no absolute scale (log-likelihood,
+        # preference accuracy against the champion's) sets none.
+        floors = family.gate_defaults["floors"]
+        assert floors == {} or family.gate_defaults["primary_metric"] in floors
         assert family.unsupported or (family.prediction_columns and family.drift_signals and family.search_metric)
         # Monitoring is offered exactly where the family says what its log holds and how its outputs drift.
         assert bool(family.prediction_columns) == bool(family.drift_signals) == (family.prediction_drift is not None)
