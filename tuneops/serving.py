@@ -13,6 +13,14 @@ import mlflow.pyfunc
 import pandas as pd
 
 
+def input_texts(model_input: Any) -> list[str]:
+    """The texts of a pyfunc request: the ``text`` column of a frame (else its first column), or a list."""
+    if isinstance(model_input, pd.DataFrame):
+        column = "text" if "text" in model_input.columns else model_input.columns[0]
+        return model_input[column].astype(str).tolist()
+    return [str(t) for t in model_input]
+
+
 class TextClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from tuneops.models import Classifier
@@ -20,11 +28,7 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
         self.classifier = Classifier(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        if isinstance(model_input, pd.DataFrame):
-            column = "text" if "text" in model_input.columns else model_input.columns[0]
-            texts = model_input[column].astype(str).tolist()
-        else:
-            texts = [str(t) for t in model_input]
+        texts = input_texts(model_input)
         out = self.classifier.predict(texts)
         return pd.DataFrame({"label": out.labels, "confidence": out.confidences})
 
@@ -75,11 +79,7 @@ class TextScorerModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         import math
 
-        if isinstance(model_input, pd.DataFrame):
-            column = "text" if "text" in model_input.columns else model_input.columns[0]
-            texts = model_input[column].astype(str).tolist()
-        else:
-            texts = [str(t) for t in model_input]
+        texts = input_texts(model_input)
         sums, counts = self.scorer.score(texts)
         means = [-s / c if c else 0.0 for s, c in zip(sums, counts, strict=True)]
         return pd.DataFrame({"log_likelihood": means, "perplexity": [math.exp(min(-m, 700.0)) for m in means],
