@@ -159,3 +159,25 @@ def required_columns(df: pd.DataFrame, required: list[str], hint: str) -> list[C
         checks.append(Check("row count", False, 0, [], f"the dataset has no rows (header only?); columns: "
                                                         f"{list(df.columns)}"))
     return checks
+
+
+def token_lengths(texts: pd.Series, base: str, check: str) -> tuple[pd.Series, pd.Series, bool] | Check:
+    """(texts measured, their token counts under the base model's tokenizer, whether they are a sample of
+    TOKEN_SAMPLE); an info ``Check`` named ``check`` saying why nothing was measured (no texts, no tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from tuneops.bases import resolve as resolve_base
+
+    sample = texts.dropna().astype(str)
+    if sample.empty:
+        return Check(check, True, 0, [], "not measured: no texts", "info")
+    sampled = len(sample) > TOKEN_SAMPLE
+    if sampled:
+        sample = sample.sample(TOKEN_SAMPLE, random_state=0)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(base))
+    except (OSError, ValueError) as exc:
+        return Check(check, True, 0, [], f"not measured: tokenizer of {base} did not load ({exc})", "info")
+    lengths = pd.Series([len(ids) for ids in tokenizer(sample.tolist(), add_special_tokens=True)["input_ids"]],
+                        index=sample.index)
+    return sample, lengths, sampled

@@ -25,7 +25,6 @@ from tuneops.splits import normalise
 from tuneops.validation import (
     CONTROL_CHARS,
     EXAMPLES,
-    TOKEN_SAMPLE,
     Check,
     Expectation,
     Severity,
@@ -34,6 +33,7 @@ from tuneops.validation import (
     required_columns,
     run_gx,
     show,
+    token_lengths,
 )
 
 if TYPE_CHECKING:
@@ -74,23 +74,10 @@ def _gx_suite(cfg: TuneopsConfig) -> list[Expectation]:
 
 def _token_report(texts: pd.Series, cfg: TuneopsConfig) -> Check:
     """How many rows the tokenizer would truncate at model.max_length (on a sample of large data)."""
-    from transformers import AutoTokenizer
-
-    from tuneops.bases import resolve as resolve_base
-
-    sample = texts.dropna().astype(str)
-    if sample.empty:
-        return Check("token length", True, 0, [], "not measured: no texts", "info")
-    sampled = len(sample) > TOKEN_SAMPLE
-    if sampled:
-        sample = sample.sample(TOKEN_SAMPLE, random_state=0)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.model.base))
-    except (OSError, ValueError) as exc:
-        return Check("token length", True, 0, [], f"not measured: tokenizer of {cfg.model.base} did not load ({exc})",
-                     "info")
-    lengths = pd.Series([len(ids) for ids in tokenizer(sample.tolist(), add_special_tokens=True)["input_ids"]],
-                        index=sample.index)
+    measured = token_lengths(texts, cfg.model.base, "token length")
+    if isinstance(measured, Check):
+        return measured
+    sample, lengths, sampled = measured
     over = lengths[lengths > cfg.model.max_length]
     share = len(over) / max(len(lengths), 1)
     scope = f"a sample of {len(sample)} rows" if sampled else f"all {len(sample)} rows"

@@ -37,13 +37,13 @@ from tuneops.families import TaskFamily, register
 from tuneops.splits import normalise
 from tuneops.validation import (
     CONTROL_CHARS,
-    TOKEN_SAMPLE,
     Check,
     Expectation,
     ValidationReport,
     masked_examples,
     required_columns,
     run_gx,
+    token_lengths,
 )
 
 if TYPE_CHECKING:
@@ -166,26 +166,14 @@ def _exclusion_check(texts: pd.Series, cfg: TuneopsConfig) -> Check:
 
 def _token_report(texts: pd.Series, cfg: TuneopsConfig) -> Check:
     """Tokens in the corpus and the blocks of model.max_length they make (on a sample of large corpora)."""
-    from transformers import AutoTokenizer
-
-    from tuneops.bases import resolve as resolve_base
-
-    sample = texts.dropna().astype(str)
-    if sample.empty:
-        return Check("token blocks", True, 0, [], "not measured: no texts", "info")
-    sampled = len(sample) > TOKEN_SAMPLE
-    if sampled:
-        sample = sample.sample(TOKEN_SAMPLE, random_state=0)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.model.base))
-    except (OSError, ValueError) as exc:
-        return Check("token blocks", True, 0, [], f"not measured: tokenizer of {cfg.model.base} did not load ({exc})",
-                     "info")
-    lengths = [len(ids) for ids in tokenizer(sample.tolist(), add_special_tokens=True)["input_ids"]]
+    measured = token_lengths(texts, cfg.model.base, "token blocks")
+    if isinstance(measured, Check):
+        return measured
+    sample, lengths, sampled = measured
     tokens = sum(lengths) * len(texts) / len(sample)
     return Check("token blocks", True, 0, [],
                  f"{'about ' if sampled else ''}{tokens:,.0f} tokens, {tokens / cfg.model.max_length:,.0f} blocks of "
-                 f"model.max_length={cfg.model.max_length}; texts have a median of {int(pd.Series(lengths).median())}"
+                 f"model.max_length={cfg.model.max_length}; texts have a median of {int(lengths.median())}"
                  f" tokens, the longest {max(lengths)}", "info")
 
 
