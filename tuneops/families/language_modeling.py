@@ -170,7 +170,7 @@ def _token_report(texts: pd.Series, cfg: TuneopsConfig) -> Check:
     if isinstance(measured, Check):
         return measured
     sample, lengths, sampled = measured
-    tokens = sum(lengths) * len(texts) / len(sample)
+    tokens = sum(lengths) * texts.notna().sum() / len(sample)  # the sample scaled up to every non-null text
     return Check("token blocks", True, 0, [],
                  f"{'about ' if sampled else ''}{tokens:,.0f} tokens, {tokens / cfg.model.max_length:,.0f} blocks of "
                  f"model.max_length={cfg.model.max_length}; texts have a median of {int(lengths.median())}"
