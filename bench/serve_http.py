@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,7 @@ def free_port() -> int:
 class Phase:
     server: str
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     tokens: int = 0
@@ -112,6 +114,22 @@ def load(url: str, column: str, texts: list[str], clients: int, duration: float,
         t.join()
     phase.seconds = time.perf_counter() - t0
     return phase
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by every live process of a process group: the server and its workers.
+    On a shared machine this says what each request cost the server, whatever share of the CPU it was given."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...; utime, stime are 12 and 13
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -205,16 +223,25 @@ def main() -> None:
         for r in range(args.rounds):
             order += list(servers) if r % 2 == 0 else list(reversed(servers))
         for name in order:
-            phase = load(servers[name][0], column, texts, args.clients, args.duration, args.max_requests, name)
+            url, proc = servers[name]
+            cpu = group_cpu_seconds(proc.pid)
+            phase = load(url, column, texts, args.clients, args.duration, args.max_requests, name)
+            phase.cpu_seconds = group_cpu_seconds(proc.pid) - cpu
             phases[name].append(phase)
-            print(f"  {name}: {len(phase.latencies_ms)} requests in {phase.seconds:.1f} s, {phase.errors} errors",
-                  flush=True)
+            print(f"  {name}: {len(phase.latencies_ms)} requests in {phase.seconds:.1f} s, {phase.errors} errors, "
+                  f"server CPU {phase.cpu_seconds:.1f} s", flush=True)
+        with urllib.request.urlopen(f"{tuneops_url}/metadata", timeout=30) as response:
+            worker = json.loads(response.read())["worker"]
+        per_call = worker["rows"] / max(1, worker["model_calls"])
+        print(f"tuneops serve (one worker's counters): {worker['rows']} rows in {worker['model_calls']} model calls "
+              f"({per_call:.1f} rows a call, largest {worker['largest_call_rows']})")
     finally:
         for _, proc in servers.values():
             stop(proc)
 
     unit = "prompts" if args.family == "causal" else "requests"
-    print(f"\n{'server':<22}{unit:>10}{unit + '/s':>14}{'tokens/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"\n{'server':<22}{unit:>10}{unit + '/s':>14}{'tokens/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          f"{'CPU ms/req':>12}")
     summary = {}
     for name, runs in phases.items():
         latencies = [x for p in runs for x in p.latencies_ms]
@@ -225,20 +252,24 @@ def main() -> None:
         summary[name] = {"requests": len(latencies), "per_s": rate, "tokens_per_s": tokens,
                          "p50_ms": statistics.median(latencies) if latencies else float("nan"),
                          "p99_ms": percentile(latencies, 0.99), "errors": errors,
+                         "cpu_ms_per_request": 1000 * sum(p.cpu_seconds for p in runs) / max(1, len(latencies)),
                          "first_error": next((p.first_error for p in runs if p.first_error), None)}
         s = summary[name]
         print(f"{name:<22}{s['requests']:>10}{s['per_s']:>14.1f}{s['tokens_per_s']:>10.1f}{s['p50_ms']:>9.1f}"
-              f"{s['p99_ms']:>9.1f}{s['errors']:>8}")
+              f"{s['p99_ms']:>9.1f}{s['errors']:>8}{s['cpu_ms_per_request']:>12.1f}")
     ours, theirs = summary["tuneops serve"], summary["mlflow models serve"]
     ratio = ours["per_s"] / theirs["per_s"] if theirs["per_s"] else float("inf")
+    cpu_ratio = theirs["cpu_ms_per_request"] / ours["cpu_ms_per_request"] if ours["cpu_ms_per_request"] else 0.0
     print(f"\ntuneops serve / mlflow models serve: {ratio:.2f}x {unit}/s, p99 {ours['p99_ms']:.1f} vs "
-          f"{theirs['p99_ms']:.1f} ms (goal: >= 2x at an equal or lower p99, 0 errors)")
+          f"{theirs['p99_ms']:.1f} ms (goal: >= 2x at an equal or lower p99, 0 errors); server CPU per request "
+          f"{cpu_ratio:.2f}x less")
     for name, s in summary.items():
         if s["first_error"]:
             print(f"first error of {name}: {s['first_error']}")
     print(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"), "model": pinned,
                       "family": args.family, "clients": args.clients, "workers": args.workers,
-                      "duration_s": args.duration, "rounds": args.rounds, "ratio": ratio, "servers": summary}))
+                      "duration_s": args.duration, "rounds": args.rounds, "ratio": ratio, "cpu_ratio": cpu_ratio,
+                      "tuneops_worker": worker, "servers": summary}))
 
 
 if __name__ == "__main__":

@@ -144,7 +144,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import shlex
 
         argv, env = server.mlflow_serve_command(spec)
-        print(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + shlex.join(argv))
+        shown = {**{k: shlex.quote(v) for k, v in env.items()},
+                 "PATH": shlex.quote(os.path.dirname(argv[0])) + ':"$PATH"'}  # the venv's bin/, then the user's PATH
+        print(" ".join(f"{k}={v}" for k, v in shown.items()) + " " + shlex.join(argv))
         return 0
     server.resolve(spec)  # no champion (or an unreachable registry) fails here, before anything starts
     where = f"http://{serving.host}:{serving.port}"

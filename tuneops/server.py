@@ -425,6 +425,15 @@ class _Pending:
     future: asyncio.Future
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What one request gets back: the pyfunc's output rows, their prediction-log ids, the version that made them."""
+
+    predictions: list[dict[str, Any]]
+    request_ids: list[str]
+    version: str
+
+
 @dataclass
 class Stats:
     """What this worker has done since it started (reported by /metadata)."""
@@ -444,12 +453,15 @@ class MicroBatcher:
     The first request waits up to ``max_wait_ms`` for others when nothing else is queued; requests that arrive
     while the model is busy are simply queued and form the next call. The model runs on one thread of its own
     (one call at a time, using every CPU thread torch has), so the event loop keeps accepting requests. All rows
-    of one call are scored by the one model taken from the slot when the call starts.
+    of one call are scored by the one model taken from the slot when the call starts, stamped once (score_batch's
+    timestamp and per-row request ids, the time of the call) and handed to the prediction log in one piece; each
+    request gets its slice.
     """
 
-    def __init__(self, slot: ModelSlot, max_batch_size: int, max_wait_ms: float, stats: Stats):
+    def __init__(self, slot: ModelSlot, max_batch_size: int, max_wait_ms: float, stats: Stats,
+                 prediction_log: OnlinePredictionLog | None = None):
         self.slot, self.max_batch_size, self.max_wait_s = slot, max_batch_size, max_wait_ms / 1000
-        self.stats = stats
+        self.stats, self.prediction_log = stats, prediction_log
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._held: _Pending | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tuneops-model")
@@ -467,8 +479,8 @@ class MicroBatcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def score(self, texts: list[str]) -> tuple[pd.DataFrame, str]:
-        """The scored rows of these texts (score_frame's columns) and the version that scored them."""
+    async def score(self, texts: list[str]) -> Answer:
+        """Score these texts in the next model call that has room for them."""
         future = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(texts, future))
         return await future
@@ -488,22 +500,29 @@ class MicroBatcher:
             rows += len(item.texts)
         return batch
 
-    async def _run(self) -> None:
+    def _call_model(self, loaded: LoadedModel, texts: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        """One model call on the model thread: score, stamp, log; the output rows and request ids, in order."""
         import pandas as pd
 
-        from tuneops.scoring import score_frame
+        from tuneops.scoring import score_frame, stamp_predictions
 
+        scored = score_frame(loaded.model, pd.DataFrame({loaded.column: texts}), loaded.column, loaded.version)
+        stamped = stamp_predictions(scored, datetime.now(UTC))
+        if self.prediction_log is not None:
+            self.prediction_log.append(stamped)
+        outputs = [c for c in scored.columns if c not in (loaded.column, "model_version")]
+        return scored[outputs].to_dict(orient="records"), stamped["request_id"].tolist()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = [p for p in await self._next_batch() if not p.future.done()]  # a client that gave up
             if not batch:
                 continue
-            loaded = self.slot.current
+            loaded = self.slot.current  # this call's model, whatever is swapped in meanwhile
             texts = [t for p in batch for t in p.texts]
-            frame = pd.DataFrame({loaded.column: texts})
             try:
-                scored = await loop.run_in_executor(self._executor, score_frame, loaded.model, frame, loaded.column,
-                                                    loaded.version)
+                records, ids = await loop.run_in_executor(self._executor, self._call_model, loaded, texts)
             except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which answers 500 and logs it
                 for p in batch:
                     if not p.future.done():
@@ -513,17 +532,17 @@ class MicroBatcher:
             self.stats.largest_call_rows = max(self.stats.largest_call_rows, len(texts))
             start = 0
             for p in batch:
-                part = scored.iloc[start:start + len(p.texts)].reset_index(drop=True)
-                start += len(p.texts)
+                end = start + len(p.texts)
                 if not p.future.done():
-                    p.future.set_result((part, loaded.version))
+                    p.future.set_result(Answer(records[start:end], ids[start:end], loaded.version))
+                start = end
 
 
 # --------------------------------------------------------------------------------------------- prediction log
 
 
 class OnlinePredictionLog:
-    """Online predictions, stamped per request like score_batch's rows, appended to the prediction log.
+    """Online predictions, stamped per model call like score_batch's rows, appended to the prediction log.
 
     Rows are buffered and written every ``flush_s`` seconds (and at shutdown) as one new file per write under
     ``<output>/date=YYYY-MM-DD/``, with score_batch's writer pieces, so monitoring reads online and batch traffic
@@ -629,8 +648,8 @@ def create_app(spec: ServeSpec, loaded: LoadedModel | None = None) -> Any:
         model = loaded or await asyncio.get_running_loop().run_in_executor(None, load, spec, resolve(spec))
         slot = ModelSlot(model)
         follower = AliasFollower(spec, slot, serving.poll_interval_s)
-        batcher = MicroBatcher(slot, serving.max_batch_size, serving.max_wait_ms, stats)
         prediction_log = OnlinePredictionLog(spec.log_output, serving.log_flush_s) if spec.log_output else None
+        batcher = MicroBatcher(slot, serving.max_batch_size, serving.max_wait_ms, stats, prediction_log)
         state.update(slot=slot, follower=follower, batcher=batcher, log=prediction_log)
         batcher.start()
         follower.start()
@@ -646,9 +665,6 @@ def create_app(spec: ServeSpec, loaded: LoadedModel | None = None) -> Any:
                 prediction_log.close()
 
     async def invocations(request: Request) -> Response:
-        from tuneops.scoring import stamp_predictions
-
-        received = datetime.now(UTC)
         slot: ModelSlot = state["slot"]
         try:
             length = request.headers.get("content-length")
@@ -664,16 +680,11 @@ def create_app(spec: ServeSpec, loaded: LoadedModel | None = None) -> Any:
         except BadRequest as bad:
             stats.bad_requests += 1
             return _error(bad.status, bad.error_code, bad.message, slot.current.version)
-        scored, version = await state["batcher"].score(texts)
-        stamped = stamp_predictions(scored, received)
-        if state["log"] is not None:
-            state["log"].append(stamped)
+        answer: Answer = await state["batcher"].score(texts)
         stats.requests += 1
         stats.rows += len(texts)
-        outputs = [c for c in scored.columns if c not in (slot.current.column, "model_version")]
-        body_out = {"predictions": scored[outputs].to_dict(orient="records"), "model_version": version,
-                    "request_ids": stamped["request_id"].tolist()}
-        return JSONResponse(body_out, headers={VERSION_HEADER: version})
+        return JSONResponse({"predictions": answer.predictions, "model_version": answer.version,
+                             "request_ids": answer.request_ids}, headers={VERSION_HEADER: answer.version})
 
     async def ping(request: Request) -> Response:
         return Response("\n", media_type="application/json", headers={VERSION_HEADER: current_version() or ""})
