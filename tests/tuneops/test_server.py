@@ -353,3 +353,42 @@ def test_serve_refuses_what_it_cannot_serve_and_prints_the_mlflow_command(two_ve
     assert f"MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']}" in line
     assert f"PATH={Path(sys.executable).parent}" in line
     assert f"models serve -m models:/{two_versions}/" in line and "--env-manager local" in line
+
+
+class _FailsOnBoom:
+    """A pyfunc that answers like a classifier but fails on the text 'boom': an unexpected error inside the model."""
+
+    def predict(self, context, model_input, params=None):
+        texts = model_input["text"].tolist()
+        if "boom" in texts:
+            raise RuntimeError("the model broke on 'boom'")
+        return pd.DataFrame({"label": ["ok"] * len(texts), "confidence": [1.0] * len(texts)})
+
+
+def test_an_unexpected_model_error_is_a_logged_500_with_a_json_body(tmp_path, caplog):
+    """A failure inside the model is no bad request: 500 with a JSON body naming it, the traceback in the server
+    log, and the server keeps answering the next request."""
+    import logging
+
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from tuneops.config import ServingConfig
+    from tuneops.server import build_spec
+
+    class Model(_FailsOnBoom, mlflow.pyfunc.PythonModel):
+        pass
+
+    folder = tmp_path / "fails-on-boom"
+    example = pd.DataFrame({"text": ["hi"]})
+    mlflow.pyfunc.save_model(str(folder), python_model=Model(),
+                             signature=infer_signature(example, _FailsOnBoom().predict(None, example)))
+    spec = build_spec(None, ServingConfig(log_predictions=False), model_uri=str(folder))
+    with caplog.at_level(logging.ERROR, logger="tuneops.server"), _in_process(spec) as url:
+        status, _, answer = _call(url, "POST", "/invocations", {"inputs": ["fine", "boom"]})
+        assert status == 500 and answer["error_code"] == "INTERNAL_ERROR"
+        assert "RuntimeError: the model broke on 'boom'" in answer["message"]
+        status, headers, answer = _call(url, "POST", "/invocations", {"inputs": ["fine"]})
+        assert status == 200 and answer["predictions"] == [{"label": "ok", "confidence": 1.0}]
+        assert headers["x-tuneops-model-version"] == str(folder)
+    assert any("internal error answering POST /invocations" in r.getMessage() and r.exc_info for r in caplog.records)
