@@ -204,3 +204,31 @@ def causal_config(data_path: str, base: str, model_name: str, **sections):
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return validate_config(raw)
+
+
+CHAMPION_NAME = "scoring-champion"
+
+
+@pytest.fixture(scope="session")
+def champion(prefect_server, tiny_model, company_csv) -> str:
+    """A tiny classifier trained and registered once per session under its own name (shared by the scoring, serving
+    and server tests); returns the registered model name."""
+    from tuneops.flows.train_model import train_model
+
+    outcome = train_model(config=tiny_config(company_csv, tiny_model, CHAMPION_NAME))
+    assert outcome.registration.promoted, outcome.decision.reason
+    return CHAMPION_NAME
+
+
+@pytest.fixture(scope="session")
+def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
+    """A registered causal LM (model.task: causal_lm) champion, trained once per session; two epochs: serving, not
+    quality, is what its users test."""
+    from tuneops.flows.train_model import train_model
+
+    name = "serve-generator"
+    # Two epochs teach the random tiny model little beyond its base; the lift over it is reported, not gated.
+    outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 2},
+                                               gate={"min_lift_over_baseline": None}))
+    assert outcome.registration.promoted, outcome.decision.reason
+    return name

@@ -115,6 +115,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tuneops.config import ServingConfig, load_config
+
+    if args.config is None and args.model_uri is None:
+        raise TuneopsError("tuneops serve needs --config CONFIG (serves its registry.model_name's champion) or "
+                           "--model-uri URI (e.g. models:/banking77-intent@champion)")
+    cfg = load_config(args.config, args.set) if args.config else None
+    if cfg is None and args.set:
+        raise TuneopsError("--set needs --config (it overrides a config's values)")
+    serving = cfg.serving if cfg is not None else ServingConfig()
+    flags = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None}
+    if flags:  # the flags win over the config's serving section, checked by the same rules
+        from pydantic import ValidationError
+
+        from tuneops.errors import ConfigError
+
+        try:
+            serving = ServingConfig.model_validate({**serving.model_dump(), **flags})
+        except ValidationError as exc:
+            raise ConfigError("; ".join(f"--{e['loc'][0]} {e['input']!r}: {e['msg']}" for e in exc.errors())) \
+                from None
+    check_services()
+    from tuneops import server
+
+    spec = server.build_spec(cfg, serving, model_uri=args.model_uri, version=args.version)
+    if args.mlflow_command:
+        import shlex
+
+        argv, env = server.mlflow_serve_command(spec)
+        shown = {**{k: shlex.quote(v) for k, v in env.items()},
+                 "PATH": shlex.quote(os.path.dirname(argv[0])) + ':"$PATH"'}  # the venv's bin/, then the user's PATH
+        print(" ".join(f"{k}={v}" for k, v in shown.items()) + " " + shlex.join(argv))
+        return 0
+    server.resolve(spec)  # no champion (or an unreachable registry) fails here, before anything starts
+    where = f"http://{serving.host}:{serving.port}"
+    following = f"following @{spec.alias}" if spec.alias else "pinned"
+    print(f"serving {spec.describe()} ({following}) on {where} with {serving.workers} worker(s); "
+          f"online predictions -> {spec.log_output or 'not logged'}", flush=True)
+    server.serve(spec)
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     check_services()
     from tuneops import registry
@@ -214,6 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "model_version to")
     p.add_argument("--version", help="registered version to use instead of the champion")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+
+    p = add("serve", cmd_serve, "Serve the champion (or a version) over HTTP with MLflow's scoring contract "
+            "(/invocations, /ping, /health, /version) plus /metadata; follows the champion alias.")
+    p.add_argument("--config", help="config naming the model (registry.model_name) and the serving settings")
+    p.add_argument("--model-uri", help="model to serve instead: models:/NAME@ALIAS (followed), models:/NAME/N, "
+                   "runs:/... or a folder")
+    p.add_argument("--version", help="serve this registered version instead of following the champion")
+    p.add_argument("--host", help="address to bind (default serving.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default serving.port, 8080)")
+    p.add_argument("--workers", type=int, help="worker processes, each with its model and alias poller (default "
+                   "serving.workers, 1)")
+    p.add_argument("--mlflow-command", action="store_true",
+                   help="print the `mlflow models serve` command (with the environment it needs) that serves the "
+                   "same model from the same store, and exit")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set serving.max_batch_size=16")
 
     p = add("promote", cmd_promote, "Point the 'champion' alias at a version (the old one becomes 'previous').")
     p.add_argument("name", help="registered model name")

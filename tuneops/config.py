@@ -407,6 +407,38 @@ class RegistryConfig(_Section):
     experiment: str = Field("tuneops", min_length=1, description="MLflow experiment for training runs.")
 
 
+class ServingConfig(_Section):
+    """`tuneops serve`: the HTTP endpoint of the registry champion (or a pinned version). CLI flags win."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to bind; 127.0.0.1 answers this machine only "
+                      "(put a load balancer or reverse proxy in front to expose it).")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes (uvicorn workers), each with its own copy of "
+                         "the model and its own registry poller; the CPU threads are shared out between them.")
+    poll_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between two looks at where the 'champion' alias points; when it moves, the "
+        "new version is loaded in the background and swapped in between two model calls.")
+    max_batch_size: int = Field(
+        32, ge=1, le=4096, description="Most rows of concurrent requests coalesced into one model call "
+        "(dynamic micro-batching); a single request larger than this is scored on its own.")
+    max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="How long the first request of a micro-batch waits for others to join it, "
+        "in milliseconds (requests that arrive while the model is busy join the next call anyway); 0: no wait.")
+    max_rows: int = Field(1000, ge=1, description="Most rows one request may hold; more is refused with 413.")
+    max_text_chars: int = Field(
+        4000, ge=1, description="Longest text (a causal LM's prompt) one row may hold, in characters; longer is "
+        "refused with 413.")
+    log_predictions: bool = Field(
+        True, description="Append every answered row to the prediction log in score_batch's format (JSON Lines "
+        "under monitoring.predictions, else $TUNEOPS_HOME/predictions/<model name>), so monitoring sees online "
+        "traffic.")
+    log_flush_s: float = Field(
+        5.0, gt=0, description="Seconds between two writes of buffered online predictions to the log (one new file "
+        "per write and worker, like one score_batch batch); what is left is written at shutdown.")
+    runtime: str = Field("fp32", min_length=1, description="Inference runtime the served model is loaded with "
+                         "(passed to the registered pyfunc as model_config['runtime']).")
+
+
 class SearchConfig(_Section):
     """A hyperparameter search (the tune_hyperparameters flow): trials chosen on the validation split only."""
 
@@ -574,6 +606,8 @@ class TuneopsConfig(_Section):
         None, description="model.task preference: DPO settings and the supervised task it must not forget.")
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig,
                                          description="Production drift monitoring, alerts and retraining.")
+    serving: ServingConfig = Field(default_factory=ServingConfig,
+                                   description="`tuneops serve`: the HTTP endpoint, micro-batching and request limits.")
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> TuneopsConfig:

@@ -65,13 +65,16 @@ def resolve_version(name: str, version: str | None) -> str:
     return champion
 
 
-def load_model(name: str, version: str) -> Any:
-    """The registered pyfunc (``mlflow.pyfunc.PyFuncModel``), or a RegistryError that names it."""
+def load_model(name: str, version: str, model_config: dict[str, Any] | None = None) -> Any:
+    """The registered pyfunc (``mlflow.pyfunc.PyFuncModel``), or a RegistryError that names it.
+
+    ``model_config`` reaches the pyfunc as ``context.model_config`` (`tuneops serve` passes the runtime in it).
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        return mlflow.pyfunc.load_model(f"models:/{name}/{version}", model_config=model_config)
     except MlflowException as exc:
         raise RegistryError(f"cannot load {name} v{version}: {exc.message}") from None
     except OSError as exc:

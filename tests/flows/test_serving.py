@@ -61,20 +61,6 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
-    """A registered causal LM (model.task: causal_lm) champion; two epochs: serving, not quality, is tested."""
-    from tests.conftest import causal_config
-    from tuneops.flows.train_model import train_model
-
-    name = "serve-generator"
-    # Two epochs teach the random tiny model little beyond its base; the lift over it is reported, not gated.
-    outcome = train_model(config=causal_config(instruction_csv, tiny_causal_lm, name, training={"epochs": 2},
-                                               gate={"min_lift_over_baseline": None}))
-    assert outcome.registration.promoted, outcome.decision.reason
-    return name
-
-
 def _serve_and_invoke(model_uri: str, column: str, values: list[str], folder: Path) -> list[dict]:
     """Start `mlflow models serve` on a free loopback port, POST the values to /invocations, stop it."""
     port = _free_port()
