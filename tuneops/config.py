@@ -22,6 +22,7 @@ from tuneops.bases import ACCEPTED
 from tuneops.errors import ConfigError
 from tuneops.families import FAMILIES
 from tuneops.methods import METHODS
+from tuneops.runtimes import AUTO, RUNTIMES
 
 METRICS = ("accuracy", "macro_f1")
 # Per-example scores of model.task: causal_lm; set_match and json_valid need model.response_format: json_list.
@@ -555,6 +556,44 @@ class PreferenceSettings(_Section):
         "rejected ones and unlearn the task's format; this keeps the chosen answers likely. 0: DPO alone.")
 
 
+class ServingConfig(_Section):
+    """How a registered model serves and scores: its inference runtime and the agreement a runtime other than
+    fp32 must show with fp32 before it may serve (tuneops/runtimes/, tuneops/runtime_check.py)."""
+
+    runtime: str = Field(
+        "fp32", description="Inference runtime: fp32 | int8 | onnx | bf16 (one module each in tuneops/runtimes/), "
+        "or auto: the fastest runtime whose agreement check passed (fp32 when none did). A runtime other than fp32 "
+        "is checked against fp32 on the version's validation split the first time it is asked for; the result is "
+        "recorded on the version (tags tuneops.runtime.<name>.*) and a failed runtime is refused.")
+    runtime_min_label_agreement: float = Field(
+        0.995, gt=0, le=1, description="Classifiers: least share of validation rows on which a runtime must give "
+        "fp32's label.")
+    runtime_confidence_tolerance: float = Field(
+        0.02, ge=0, le=1, description="Classifiers: largest allowed absolute difference, on any validation row, "
+        "between a runtime's top-class probability and fp32's.")
+    runtime_min_answer_agreement: float = Field(
+        0.99, gt=0, le=1, description="Causal LMs: least share of sampled validation prompts on which a runtime "
+        "must give fp32's greedy answer, character for character.")
+    runtime_check_prompts: int = Field(
+        200, ge=1, description="Causal LMs: validation prompts sampled (seeded) for the agreement check; "
+        "generation is slow, so the check is bounded.")
+    runtime_check_rows: int = Field(
+        20_000, ge=1, description="Classifiers: most validation rows compared (a seeded sample when there are "
+        "more).")
+    scoring_batch_size: int = Field(
+        64, ge=1, description="Texts per forward pass when scoring (batches are length-sorted within a chunk).")
+    scoring_chunk_rows: int = Field(
+        4096, ge=1, description="Rows read, scored and written at a time by `tuneops predict` and score_batch: "
+        "memory stays bounded whatever the input's size.")
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        if value != AUTO:
+            _require_known("runtime", value, {**RUNTIMES, AUTO: None})
+        return value
+
+
 class TuneopsConfig(_Section):
     """A complete fine-tuning pipeline: data, checks, split, model, training, gate, registry."""
 
@@ -574,6 +613,8 @@ class TuneopsConfig(_Section):
         None, description="model.task preference: DPO settings and the supervised task it must not forget.")
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig,
                                          description="Production drift monitoring, alerts and retraining.")
+    serving: ServingConfig = Field(default_factory=ServingConfig,
+                                   description="Inference runtime, its agreement check, and scoring chunk sizes.")
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> TuneopsConfig:
