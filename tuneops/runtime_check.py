@@ -147,7 +147,9 @@ def download(name: str, version: str, out_dir: Path) -> str:
 def load_pyfunc(uri: str, runtime: str, serving: ServingConfig) -> Any:
     import mlflow
 
-    return mlflow.pyfunc.load_model(uri, model_config={"runtime": runtime, "batch_size": serving.scoring_batch_size})
+    model = mlflow.pyfunc.load_model(uri, model_config={"runtime": runtime, "batch_size": serving.scoring_batch_size})
+    runtimes.require_model_config(model, runtime, "this version")
+    return model
 
 
 def _predict(model: Any, texts: list[str]) -> pd.DataFrame:

@@ -79,20 +79,24 @@ def resolve_version(name: str, version: str | None) -> str:
 
 def load_model(name: str, version: str, runtime: str = "fp32", batch_size: int | None = None) -> Any:
     """The registered pyfunc (``mlflow.pyfunc.PyFuncModel``) on an inference runtime, or a RegistryError that
-    names it. This does not check the runtime against fp32: :func:`tuneops.runtime_check.load_verified` does."""
+    names it. This does not check the runtime against fp32: :func:`load_verified` does."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     model_config: dict[str, Any] = {"runtime": runtime}
     if batch_size is not None:
         model_config["batch_size"] = batch_size
+    from tuneops.runtimes import require_model_config
+
     try:
-        return mlflow.pyfunc.load_model(f"models:/{name}/{version}", model_config=model_config)
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", model_config=model_config)
     except MlflowException as exc:
         raise RegistryError(f"cannot load {name} v{version}: {exc.message}") from None
     except OSError as exc:
         raise RegistryError(f"cannot load {name} v{version}: its artifacts are unreadable ({exc}); check that the "
                             "MLflow artifact store is reachable from this machine") from None
+    require_model_config(model, runtime, f"{name} v{version}")
+    return model
 
 
 def load_verified(cfg: TuneopsConfig, version: str) -> tuple[Any, str]:

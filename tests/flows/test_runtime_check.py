@@ -26,7 +26,7 @@ def test_int8_and_onnx_pass_are_recorded_and_reused(champion, tiny_model, compan
     for name in ("int8", "onnx"):
         cfg = _config(champion, tiny_model, company_csv, runtime=name)
         model, used = load_verified(cfg, version)
-        assert used == name
+        assert used == name and model.unwrap_python_model().classifier.runtime == name  # really runs on it
         found = runtime_check.recorded(champion, version, name)
         assert found is not None and found.passed and found.kind == "label" and found.rows > 0
         assert found.agreement >= 0.995 and found.max_confidence_diff <= cfg.serving.runtime_confidence_tolerance

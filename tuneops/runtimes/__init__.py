@@ -78,6 +78,20 @@ def usable(name: str, noun: str, for_generation: bool) -> Runtime:
     return runtime
 
 
+MODEL_CONFIG: dict[str, Any] = {"runtime": REFERENCE, "batch_size": None}
+"""What a registered pyfunc is logged with: MLflow lets ``load_model(model_config=...)`` override only the keys
+logged, so every version accepts ``runtime`` (and ``batch_size``: None keeps the family's default)."""
+
+
+def require_model_config(model: Any, runtime: str, what: str) -> None:
+    """Refuse a runtime for a loaded pyfunc logged without a ``runtime`` model config (MLflow would silently
+    ignore it and serve fp32 under the runtime's name)."""
+    if runtime != REFERENCE and "runtime" not in (getattr(model, "model_config", None) or {}):
+        raise RuntimeRefused(f"{what} was registered before inference runtimes existed (its pyfunc takes no "
+                             f"model_config), so it cannot run on {runtime}; serve it with serving.runtime: "
+                             f"{REFERENCE}, or train and register it again")
+
+
 def model_config_runtime(model_config: dict[str, Any] | None) -> str:
     """The runtime a pyfunc was loaded with (``mlflow.pyfunc.load_model(uri, model_config={"runtime": ...})``)."""
     return str((model_config or {}).get("runtime") or REFERENCE)
