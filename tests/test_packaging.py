@@ -31,7 +31,7 @@ def test_the_wheel_holds_no_generic_top_level_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert top == {"tuneops", next(t for t in top if t.endswith(".dist-info"))}, top
-    for package in ("flows", "tasks", "monitoring", "infra", "families", "methods"):
+    for package in ("flows", "tasks", "monitoring", "infra", "families", "methods", "runtimes"):
         assert f"tuneops/{package}/__init__.py" in names, package
     assert "tuneops/flows/train_model.py" in names and "tuneops/tasks/finetune.py" in names
 

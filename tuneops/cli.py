@@ -111,7 +111,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tuneops.scoring import predict_file
 
     written = predict_file(cfg, args.input, args.output, version=args.version)
-    print(f"wrote {written.rows} predictions by {cfg.registry.model_name} v{written.version} to {args.output}")
+    print(f"wrote {written.rows} predictions by {cfg.registry.model_name} v{written.version} (runtime "
+          f"{written.runtime}) to {args.output}")
+    return 0
+
+
+def cmd_runtime_check(args: argparse.Namespace) -> int:
+    from tuneops.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    check_services()
+    from tuneops import runtime_check, runtimes
+    from tuneops.scoring import resolve_version
+
+    version = resolve_version(cfg.registry.model_name, args.version)
+    names = list(runtimes.RUNTIMES) if args.runtime == "all" else [runtimes.get(args.runtime).name]
+    results = runtime_check.check(cfg, version, names, skip_unusable=args.runtime == "all")
+    print(f"{cfg.registry.model_name} v{version}: each runtime against fp32 on the validation split")
+    for r in results:
+        print(f"  {r.runtime:<5} {'passed' if r.passed else 'FAILED'}  {r.summary()}")
+    if not results:
+        print("  no runtime other than fp32 can run this model here")
+    print(f"serving.runtime: auto picks {runtime_check.choose(cfg, version, runtimes.AUTO)}")
     return 0
 
 
@@ -272,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "same model from the same store, and exit")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set serving.max_batch_size=16")
+
+    p = add("runtime-check", cmd_runtime_check, "Check inference runtimes against fp32 on a registered version's "
+            "validation split and record the result on the version (serving.runtime may then use them).")
+    p.add_argument("--config", required=True, help="config naming the model and the serving thresholds")
+    p.add_argument("--version", help="registered version to check instead of the champion")
+    p.add_argument("--runtime", default="all", help="runtime to check (int8, onnx, bf16, ...) or all (default)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
     p = add("promote", cmd_promote, "Point the 'champion' alias at a version (the old one becomes 'previous').")
     p.add_argument("name", help="registered model name")

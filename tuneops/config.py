@@ -22,6 +22,7 @@ from tuneops.bases import ACCEPTED
 from tuneops.errors import ConfigError
 from tuneops.families import FAMILIES
 from tuneops.methods import METHODS
+from tuneops.runtimes import AUTO, RUNTIMES
 
 METRICS = ("accuracy", "macro_f1")
 # Per-example scores of model.task: causal_lm; set_match and json_valid need model.response_format: json_list.
@@ -407,38 +408,6 @@ class RegistryConfig(_Section):
     experiment: str = Field("tuneops", min_length=1, description="MLflow experiment for training runs.")
 
 
-class ServingConfig(_Section):
-    """`tuneops serve`: the HTTP endpoint of the registry champion (or a pinned version). CLI flags win."""
-
-    host: str = Field("127.0.0.1", min_length=1, description="Address to bind; 127.0.0.1 answers this machine only "
-                      "(put a load balancer or reverse proxy in front to expose it).")
-    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
-    workers: int = Field(1, ge=1, le=64, description="Server processes (uvicorn workers), each with its own copy of "
-                         "the model and its own registry poller; the CPU threads are shared out between them.")
-    poll_interval_s: float = Field(
-        30.0, gt=0, description="Seconds between two looks at where the 'champion' alias points; when it moves, the "
-        "new version is loaded in the background and swapped in between two model calls.")
-    max_batch_size: int = Field(
-        32, ge=1, le=4096, description="Most rows of concurrent requests coalesced into one model call "
-        "(dynamic micro-batching); a single request larger than this is scored on its own.")
-    max_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="How long the first request of a micro-batch waits for others to join it, "
-        "in milliseconds (requests that arrive while the model is busy join the next call anyway); 0: no wait.")
-    max_rows: int = Field(1000, ge=1, description="Most rows one request may hold; more is refused with 413.")
-    max_text_chars: int = Field(
-        4000, ge=1, description="Longest text (a causal LM's prompt) one row may hold, in characters; longer is "
-        "refused with 413.")
-    log_predictions: bool = Field(
-        True, description="Append every answered row to the prediction log in score_batch's format (JSON Lines "
-        "under monitoring.predictions, else $TUNEOPS_HOME/predictions/<model name>), so monitoring sees online "
-        "traffic.")
-    log_flush_s: float = Field(
-        5.0, gt=0, description="Seconds between two writes of buffered online predictions to the log (one new file "
-        "per write and worker, like one score_batch batch); what is left is written at shutdown.")
-    runtime: str = Field("fp32", min_length=1, description="Inference runtime the served model is loaded with "
-                         "(passed to the registered pyfunc as model_config['runtime']).")
-
-
 class SearchConfig(_Section):
     """A hyperparameter search (the tune_hyperparameters flow): trials chosen on the validation split only."""
 
@@ -587,6 +556,70 @@ class PreferenceSettings(_Section):
         "rejected ones and unlearn the task's format; this keeps the chosen answers likely. 0: DPO alone.")
 
 
+class ServingConfig(_Section):
+    """How a registered model serves and scores: `tuneops serve`'s endpoint (CLI flags win), its inference runtime
+    and the agreement a runtime other than fp32 must show with fp32 before it may serve (tuneops/runtimes/,
+    tuneops/runtime_check.py)."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Address to bind; 127.0.0.1 answers this machine only "
+                      "(put a load balancer or reverse proxy in front to expose it).")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes (uvicorn workers), each with its own copy of "
+                         "the model and its own registry poller; the CPU threads are shared out between them.")
+    poll_interval_s: float = Field(
+        30.0, gt=0, description="Seconds between two looks at where the 'champion' alias points; when it moves, the "
+        "new version is loaded in the background and swapped in between two model calls.")
+    max_batch_size: int = Field(
+        32, ge=1, le=4096, description="Most rows of concurrent requests coalesced into one model call "
+        "(dynamic micro-batching); a single request larger than this is scored on its own.")
+    max_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="How long the first request of a micro-batch waits for others to join it, "
+        "in milliseconds (requests that arrive while the model is busy join the next call anyway); 0: no wait.")
+    max_rows: int = Field(1000, ge=1, description="Most rows one request may hold; more is refused with 413.")
+    max_text_chars: int = Field(
+        4000, ge=1, description="Longest text (a causal LM's prompt) one row may hold, in characters; longer is "
+        "refused with 413.")
+    log_predictions: bool = Field(
+        True, description="Append every answered row to the prediction log in score_batch's format (JSON Lines "
+        "under monitoring.predictions, else $TUNEOPS_HOME/predictions/<model name>), so monitoring sees online "
+        "traffic.")
+    log_flush_s: float = Field(
+        5.0, gt=0, description="Seconds between two writes of buffered online predictions to the log (one new file "
+        "per write and worker, like one score_batch batch); what is left is written at shutdown.")
+    runtime: str = Field(
+        "fp32", description="Inference runtime: fp32 | int8 | onnx | bf16 (one module each in tuneops/runtimes/), "
+        "or auto: the fastest runtime whose agreement check passed (fp32 when none did). A runtime other than fp32 "
+        "is checked against fp32 on the version's validation split the first time it is asked for; the result is "
+        "recorded on the version (tags tuneops.runtime.<name>.*) and a failed runtime is refused.")
+    runtime_min_label_agreement: float = Field(
+        0.995, gt=0, le=1, description="Classifiers: least share of validation rows on which a runtime must give "
+        "fp32's label.")
+    runtime_confidence_tolerance: float = Field(
+        0.02, ge=0, le=1, description="Classifiers: largest allowed absolute difference, on any validation row, "
+        "between a runtime's top-class probability and fp32's.")
+    runtime_min_answer_agreement: float = Field(
+        0.99, gt=0, le=1, description="Causal LMs: least share of sampled validation prompts on which a runtime "
+        "must give fp32's greedy answer, character for character.")
+    runtime_check_prompts: int = Field(
+        200, ge=1, description="Causal LMs: validation prompts sampled (seeded) for the agreement check; "
+        "generation is slow, so the check is bounded.")
+    runtime_check_rows: int = Field(
+        20_000, ge=1, description="Classifiers: most validation rows compared (a seeded sample when there are "
+        "more).")
+    scoring_batch_size: int = Field(
+        64, ge=1, description="Texts per forward pass when scoring (batches are length-sorted within a chunk).")
+    scoring_chunk_rows: int = Field(
+        4096, ge=1, description="Rows read, scored and written at a time by `tuneops predict` and score_batch: "
+        "memory stays bounded whatever the input's size.")
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        if value != AUTO:
+            _require_known("runtime", value, {**RUNTIMES, AUTO: None})
+        return value
+
+
 class TuneopsConfig(_Section):
     """A complete fine-tuning pipeline: data, checks, split, model, training, gate, registry."""
 
@@ -607,7 +640,9 @@ class TuneopsConfig(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig,
                                          description="Production drift monitoring, alerts and retraining.")
     serving: ServingConfig = Field(default_factory=ServingConfig,
-                                   description="`tuneops serve`: the HTTP endpoint, micro-batching and request limits.")
+                                   description="How a registered model serves and scores: `tuneops serve` (HTTP "
+                                   "endpoint, micro-batching, request limits), the inference runtime and its "
+                                   "agreement check, scoring chunk sizes.")
 
     @model_validator(mode="after")
     def _labels_consistent(self) -> TuneopsConfig:

@@ -295,9 +295,15 @@ class Generator:
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, model: Any = None, tokenizer: Any = None,
-                 settings: GenerationSettings | None = None):
+                 settings: GenerationSettings | None = None, runtime: str = "fp32"):
+        import dataclasses
+
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from tuneops import runtimes
+
+        chosen = runtimes.usable(runtime, "causal LM", for_generation=True)
 
         self.torch = torch
         model_dir = Path(model_dir)
@@ -311,6 +317,10 @@ class Generator:
         else:
             self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
         self.batch_size = batch_size
+        self.runtime = chosen.name
+        if chosen.name != runtimes.REFERENCE:  # fp32 keeps the precision the model was exported with
+            self.model, precision = chosen.generator(self.model)
+            self.settings = dataclasses.replace(self.settings, precision=precision)
 
     def encode(self, prompts: list[Prompt], responses: list[str]) -> list[dict[str, list]]:
         s = self.settings

@@ -37,11 +37,17 @@ class Predictions:
 
 
 class Classifier:
-    """A saved sequence classifier (model + tokenizer + label map in one folder)."""
+    """A saved sequence classifier (model + tokenizer + label map in one folder), run by an inference runtime
+    (``tuneops/runtimes/``: fp32 unless another is named)."""
 
-    def __init__(self, model_dir: str | Path, max_length: int | None = None, batch_size: int = 128):
+    def __init__(self, model_dir: str | Path, max_length: int | None = None, batch_size: int = 128,
+                 runtime: str = "fp32"):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from tuneops import runtimes
+
+        chosen = runtimes.usable(runtime, "classifier", for_generation=False)
 
         self.torch = torch
         model_dir = Path(model_dir)
@@ -54,6 +60,8 @@ class Classifier:
         self.id2label = {int(k): v for k, v in config.id2label.items()}
         self.max_length = max_length or getattr(config, "tuneops_max_length", 128)
         self.batch_size = batch_size
+        self.runtime = chosen.name
+        self.forward = chosen.classifier(self.model, self.tokenizer, model_dir)
 
     def predict(self, texts: list[str]) -> Predictions:
         """Labels and softmax confidences; batches are length-sorted to keep padding small."""
@@ -65,7 +73,7 @@ class Classifier:
                 idx = order[start:start + self.batch_size]
                 enc = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
                                      padding=True, return_tensors="pt")
-                probs = self.model(**enc).logits.softmax(-1)
+                probs = self.forward(dict(enc)).float().softmax(-1)
                 best, arg = probs.max(-1)
                 for j, i in enumerate(idx):
                     labels[i] = self.id2label[int(arg[j])]

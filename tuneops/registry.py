@@ -160,6 +160,7 @@ def log_and_register(trained: TrainResult, cfg: TuneopsConfig, tags: dict[str, s
 
     import tuneops
     from tuneops import families
+    from tuneops.runtimes import MODEL_CONFIG
 
     name = cfg.registry.model_name
     version = version_for_run(name, run_id)
@@ -178,6 +179,7 @@ def log_and_register(trained: TrainResult, cfg: TuneopsConfig, tags: dict[str, s
                 signature=signature,
                 input_example=example,
                 pip_requirements=serving_requirements(),
+                model_config=dict(MODEL_CONFIG),  # load_model(model_config={"runtime": ...}) may override it
             )
             # Tags go in with the version in one call: no version ever exists without its provenance.
             version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)

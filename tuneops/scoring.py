@@ -8,13 +8,22 @@ date-partitioned production log that monitoring reads (:func:`append_prediction_
 A classifier gives ``text, label, confidence, model_version`` per row; a causal LM (model.task:
 causal_lm) gives ``prompt, response, prompt_tokens, response_tokens, finish_reason, latency_ms,
 model_version``: the registered model's input column, then every column its pyfunc answers with.
+
+Both stream: the input is read ``serving.scoring_chunk_rows`` rows at a time (CSV and JSON Lines in chunks,
+Parquet by record batches; an S3 object is fetched whole, then sliced), each chunk is scored and written before
+the next is read, so memory does not grow with the input (an S3 output is assembled in memory and put once).
+Both load the model through :func:`load_verified`: the configured runtime
+(``serving.runtime``), checked against fp32 first when it is not fp32.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +34,9 @@ import pandas as pd
 
 from tuneops.config import TuneopsConfig
 from tuneops.errors import DataError, RegistryError
-from tuneops.storage import is_s3, read_dataset, write_bytes
+from tuneops.storage import Source, is_s3, list_sources, parse, read_bytes, read_dataset, write_bytes
+
+log = logging.getLogger("tuneops.scoring")
 
 LogFormat = Literal["jsonl", "parquet"]
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
@@ -37,6 +48,7 @@ class Written:
 
     rows: int
     version: str
+    runtime: str = "fp32"
 
 
 @dataclass
@@ -65,21 +77,38 @@ def resolve_version(name: str, version: str | None) -> str:
     return champion
 
 
-def load_model(name: str, version: str, model_config: dict[str, Any] | None = None) -> Any:
-    """The registered pyfunc (``mlflow.pyfunc.PyFuncModel``), or a RegistryError that names it.
-
-    ``model_config`` reaches the pyfunc as ``context.model_config`` (`tuneops serve` passes the runtime in it).
-    """
+def load_model(name: str, version: str, runtime: str = "fp32", batch_size: int | None = None) -> Any:
+    """The registered pyfunc (``mlflow.pyfunc.PyFuncModel``) on an inference runtime, or a RegistryError that
+    names it. This does not check the runtime against fp32: :func:`load_verified` does."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    model_config: dict[str, Any] = {"runtime": runtime}
+    if batch_size is not None:
+        model_config["batch_size"] = batch_size
+    from tuneops.runtimes import require_model_config
+
     try:
-        return mlflow.pyfunc.load_model(f"models:/{name}/{version}", model_config=model_config)
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}", model_config=model_config)
     except MlflowException as exc:
         raise RegistryError(f"cannot load {name} v{version}: {exc.message}") from None
     except OSError as exc:
         raise RegistryError(f"cannot load {name} v{version}: its artifacts are unreadable ({exc}); check that the "
                             "MLflow artifact store is reachable from this machine") from None
+    require_model_config(model, runtime, f"{name} v{version}")
+    return model
+
+
+def load_verified(cfg: TuneopsConfig, version: str) -> tuple[Any, str]:
+    """The registered pyfunc on the configured runtime (``serving.runtime``; auto: the fastest verified one), checked
+    against fp32 on the validation split first when it is not fp32 (once per version: the result is a tag), and
+    the runtime's name. A runtime that failed its check is refused with its figures."""
+    from tuneops import runtime_check
+
+    runtime = runtime_check.choose(cfg, version)
+    if runtime != "fp32":
+        runtime_check.verified(cfg, version, runtime)
+    return load_model(cfg.registry.model_name, version, runtime, cfg.serving.scoring_batch_size), runtime
 
 
 def check_text_column(frame: pd.DataFrame, text_column: str, source: str = "input") -> None:
@@ -210,11 +239,188 @@ def append_prediction_log(scored: pd.DataFrame, output: str, fmt: str = "jsonl",
     return uri
 
 
-def predict_file(cfg: TuneopsConfig, input_path: str, output_path: str, version: str | None = None) -> Written:
-    """Score every text in a file with the champion (or ``version``) and write the predictions."""
-    name, column = cfg.registry.model_name, input_column(cfg)
+# ----------------------------------------------------------------------------- streaming
+
+
+def _chunks_of(source: Source, rows: int) -> Iterator[pd.DataFrame]:
+    """One file's rows, ``rows`` at a time: local CSV/JSON Lines by pandas' chunked readers, local Parquet by record
+    batches, anything else (S3) parsed whole and sliced. Errors name the file, as :func:`tuneops.storage.parse`'s."""
+    path = Path(source.uri)
+    if is_s3(source.uri) or not path.is_file():
+        frame = parse(read_bytes(source), source)
+        for start in range(0, len(frame), rows):
+            yield frame.iloc[start:start + rows].reset_index(drop=True)
+        return
+    with path.open("rb") as head:
+        first = head.read(3)
+    if not first.strip():
+        parse(b"", source)  # raises: the file is empty
+    if first.startswith(b"\xef\xbb\xbf"):
+        parse(first, source)  # raises: byte-order mark
+    kind = {".csv": "CSV", ".parquet": "Parquet"}.get(source.suffix, "JSON Lines")
+    try:
+        if source.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+                yield batch.to_pandas()
+            return
+        if source.suffix == ".csv":
+            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], chunksize=rows,
+                                 encoding="utf-8")
+        else:
+            reader = pd.read_json(path, lines=True, dtype=False, chunksize=rows, encoding="utf-8")
+        with reader:
+            yield from reader
+    except UnicodeDecodeError:
+        raise DataError(f"{source.uri} is not UTF-8 (latin-1 or cp1252?); re-export it as UTF-8") from None
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        first_line = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise DataError(f"{source.uri} cannot be parsed as {kind}: {first_line}; fix or re-export the file") from None
+
+
+def iter_texts(uri: str, text_column: str, rows: int) -> Iterator[pd.DataFrame]:
+    """The rows of a file, folder or S3 prefix, ``rows`` at a time, each chunk checked for the text column;
+    refused early if there is nothing to score."""
+    seen = 0
+    for source in list_sources(str(uri)):
+        for chunk in _chunks_of(source, rows):
+            check_text_column(chunk, text_column, source=source.uri)
+            if len(chunk):
+                seen += len(chunk)
+                yield chunk
+    if not seen:
+        raise DataError(f"{uri} has a header but no rows; there is nothing to score")
+
+
+class TableWriter:
+    """Predictions written chunk by chunk to one file or S3 object (CSV, JSON Lines or Parquet, by extension).
+
+    A local file is written under a temporary name and renamed when complete, so a failed run leaves no
+    half-written output; an S3 object is put once, when complete.
+    """
+
+    def __init__(self, uri: str | Path, fmt: str | None = None):
+        self.uri = str(uri)
+        suffix = fmt or Path(self.uri).suffix
+        if not suffix:
+            raise DataError(f"output {self.uri} has no extension; use .csv, .jsonl or .parquet")
+        self.fmt = suffix.lower().lstrip(".")
+        if self.fmt == "json":
+            self.fmt = "jsonl"
+        if self.fmt not in ("csv", "jsonl", "parquet"):
+            raise DataError(f"output {self.uri} has format '{self.fmt}'; use .csv, .jsonl or .parquet")
+        self.rows = 0
+        self._sink: Any = None
+        self._parquet: Any = None
+        self._partial: Path | None = None
+
+    def _open(self) -> None:
+        if is_s3(self.uri):
+            self._sink = io.BytesIO()
+            return
+        target = Path(self.uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+        self._sink = self._partial.open("wb")
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if self._sink is None:
+            self._open()
+        if self.fmt == "csv":
+            self._sink.write(frame.to_csv(index=False, header=self.rows == 0).encode("utf-8"))
+        elif self.fmt == "jsonl":
+            text = frame.to_json(orient="records", lines=True, force_ascii=False)
+            self._sink.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self._sink, table.schema)
+            self._parquet.write_table(table.cast(self._parquet.schema))
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        """Finish the file (rename it into place, or put the S3 object)."""
+        if self._sink is None:
+            return
+        if self._parquet is not None:
+            self._parquet.close()
+        if is_s3(self.uri):
+            write_bytes(self._sink.getvalue(), self.uri)
+        else:
+            self._sink.close()
+            assert self._partial is not None
+            self._partial.replace(self.uri)
+
+    def abort(self) -> None:
+        """Drop what was written (a failed run leaves nothing behind)."""
+        if self._sink is not None and not is_s3(self.uri):
+            self._sink.close()
+            if self._partial is not None:
+                self._partial.unlink(missing_ok=True)
+        self._sink = None
+
+
+Progress = Callable[[int, float], None]
+
+
+def log_progress(rows: int, seconds: float) -> None:
+    """The default progress line: rows scored so far and their rate."""
+    log.info("scored %d rows (%.1f rows/s)", rows, rows / max(seconds, 1e-9))
+
+
+def stream_scores(cfg: TuneopsConfig, version: str, input_uri: str, writer: TableWriter,
+                  transform: Callable[[pd.DataFrame], pd.DataFrame] = lambda frame: frame,
+                  progress: Progress = log_progress) -> str:
+    """Read, score and write the input chunk by chunk; returns the runtime that scored it.
+
+    The first chunk is read (and its text column checked) before any model loads; progress is reported after
+    every chunk once the input spans more than one.
+    """
+    column = input_column(cfg)
+    chunks = iter_texts(input_uri, column, cfg.serving.scoring_chunk_rows)
+    first = next(chunks)
+    model, runtime = load_verified(cfg, version)
+    began, done = time.perf_counter(), 0
+    try:
+        for index, chunk in enumerate(_chain(first, chunks)):
+            writer.write(transform(score_frame(model, chunk, column, version)))
+            done += len(chunk)
+            if index or len(chunk) == cfg.serving.scoring_chunk_rows:
+                progress(done, time.perf_counter() - began)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return runtime
+
+
+def _chain(first: pd.DataFrame, rest: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    yield first
+    yield from rest
+
+
+def predict_file(cfg: TuneopsConfig, input_path: str, output_path: str, version: str | None = None,
+                 progress: Progress = log_progress) -> Written:
+    """Score every text in a file with the champion (or ``version``) on the configured runtime and write the
+    predictions, chunk by chunk."""
+    name = cfg.registry.model_name
     version = resolve_version(name, version)
-    frame = read_texts(input_path, column)
-    scored = score_texts(name, version, frame, column)
-    write_table(scored, output_path)
-    return Written(len(scored), version)
+    writer = TableWriter(output_path)
+    runtime = stream_scores(cfg, version, input_path, writer, progress=progress)
+    return Written(writer.rows, version, runtime)
+
+
+def score_into_log(cfg: TuneopsConfig, version: str, input_uri: str, output: str, fmt: str = "jsonl",
+                   now: datetime | None = None, progress: Progress = log_progress) -> BatchResult:
+    """score_batch's path: every text under ``input_uri`` scored chunk by chunk and written, stamped (one
+    timestamp for the batch, a request id per row), as one new file under the output's date partition."""
+    now = now or datetime.now(UTC)
+    uri = log_file_uri(output, now, fmt)
+    writer = TableWriter(uri, fmt)
+    stream_scores(cfg, version, input_uri, writer, transform=lambda scored: stamp_predictions(scored, now),
+                  progress=progress)
+    return BatchResult(rows=writer.rows, version=version, uri=uri)

@@ -71,6 +71,8 @@ class ServeSpec:
     """A URI outside the registry (``runs:/...``, a folder); None for a registered model."""
     serving: dict[str, Any]
     """The ``serving`` config section (CLI flags already applied)."""
+    config: dict[str, Any] | None
+    """The resolved config (``--config``), which a runtime other than fp32 needs for its agreement check."""
     log_output: str | None
     """Prediction-log folder or ``s3://`` prefix; None: online predictions are not logged."""
 
@@ -129,7 +131,8 @@ def build_spec(cfg: TuneopsConfig | None, serving: ServingConfig, model_uri: str
         configured = cfg.monitoring.predictions if cfg is not None else None
         log_output = configured or default_log_output(name or "model")
     return ServeSpec(model_name=name, alias=alias, version=str(version) if version is not None else None,
-                     model_uri=plain_uri, serving=serving.model_dump(mode="json"), log_output=log_output)
+                     model_uri=plain_uri, serving=serving.model_dump(mode="json"), log_output=log_output,
+                     config=cfg.model_dump(mode="json") if cfg is not None else None)
 
 
 # --------------------------------------------------------------------------------------------- the loaded model
@@ -182,25 +185,35 @@ def load(spec: ServeSpec, version: str | None) -> LoadedModel:
 
     from tuneops import scoring
 
-    model_config = {"runtime": spec.serving.get("runtime", "fp32")}
+    runtime = spec.serving.get("runtime", "fp32")
+    if spec.model_uri is not None or spec.config is None:
+        if runtime != "fp32":  # the agreement check is recorded on a registered version, under a config's rules
+            raise ConfigError(f"serving.runtime {runtime} needs a registered model served with --config CONFIG "
+                              "(its agreement check with fp32 is recorded on the version); use serving.runtime: fp32")
     if spec.model_uri is not None:
         import mlflow
         from mlflow.exceptions import MlflowException
 
         try:
-            model = mlflow.pyfunc.load_model(spec.model_uri, model_config=model_config)
+            model = mlflow.pyfunc.load_model(spec.model_uri)
         except (MlflowException, OSError) as exc:
             raise RegistryError(f"cannot load {spec.model_uri}: {getattr(exc, 'message', exc)}") from None
         label = spec.model_uri
         meta: dict[str, Any] = {"model_name": None, "model_version": label, "aliases": [], "model_uri": label}
     else:
         assert spec.model_name is not None and version is not None
-        model = scoring.load_model(spec.model_name, version, model_config=model_config)
+        if spec.config is not None:  # the configured runtime (auto: the fastest verified), checked against fp32
+            from tuneops.config import TuneopsConfig
+
+            cfg = TuneopsConfig.model_validate({**spec.config, "serving": spec.serving})
+            model, runtime = scoring.load_verified(cfg, version)
+        else:
+            model = scoring.load_model(spec.model_name, version)
         label = str(version)
         meta = _version_metadata(spec.model_name, label)
     column = _input_column(model)
     scoring.score_frame(model, pd.DataFrame({column: ["warm-up"]}), column, label)
-    meta.update({"input_column": column, "runtime": model_config["runtime"],
+    meta.update({"input_column": column, "runtime": runtime,
                  "loaded_at": datetime.now(UTC).isoformat(timespec="seconds")})
     return LoadedModel(model=model, version=label, column=column, metadata=meta)
 

@@ -3,6 +3,11 @@
 It wraps :class:`tuneops.models.Classifier`, so serving predicts exactly as evaluation did.
 Input: a DataFrame with a ``text`` column (or a single column of texts). Output: one row per
 text with ``label`` and ``confidence``.
+
+Every pyfunc takes its inference runtime (``tuneops/runtimes/``) from the model config it is loaded with:
+``mlflow.pyfunc.load_model(uri, model_config={"runtime": "int8"})``; fp32 when none is given, so
+``mlflow models serve`` serves fp32 unchanged. The pyfunc does not check a runtime's agreement with fp32 (it
+does not know which registered version it is): tuneops' loading path does that first (:mod:`tuneops.runtime_check`).
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ def input_texts(model_input: Any) -> list[str]:
 class TextClassifierModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         from tuneops.models import Classifier
+        from tuneops.runtimes import model_config_runtime
 
-        self.classifier = Classifier(context.artifacts["model"])
+        config = context.model_config or {}
+        self.classifier = Classifier(context.artifacts["model"], runtime=model_config_runtime(config),
+                                     batch_size=int(config.get("batch_size") or 128))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         texts = input_texts(model_input)
@@ -42,8 +50,11 @@ class TextGeneratorModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         from tuneops.generation import Generator
+        from tuneops.runtimes import model_config_runtime
 
-        self.generator = Generator(context.artifacts["model"])
+        config = context.model_config or {}
+        self.generator = Generator(context.artifacts["model"], runtime=model_config_runtime(config),
+                                   batch_size=int(config.get("batch_size") or 32))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """One response per prompt; a prompt is text, or a conversation as JSON text ``[{"role", "content"}]``."""
@@ -73,7 +84,12 @@ class TextScorerModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         from tuneops.language_model import LanguageModelScorer
+        from tuneops.runtimes import REFERENCE, RuntimeRefused, model_config_runtime
 
+        runtime = model_config_runtime(context.model_config)
+        if runtime != REFERENCE:
+            raise RuntimeRefused(f"runtime {runtime} is not supported for a language_modeling text scorer; use "
+                                 f"serving.runtime: {REFERENCE}")
         self.scorer = LanguageModelScorer(context.artifacts["model"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

@@ -124,3 +124,27 @@ def test_user_errors_are_clear_and_write_nothing(prefect_server, config, batch_c
     with pytest.raises(RegistryError, match="cannot load"):
         score_batch(config=config, input=batch_csv, output=str(out), version="99")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_streaming_in_chunks_gives_the_predictions_of_one_pass(champion, tiny_model, company_csv, tmp_path, suffix):
+    """A file of more rows than a chunk, scored 7 rows at a time, gives what scoring it in one chunk gives."""
+    rows = pd.read_csv(company_csv).head(40)[["text"]]
+    source = tmp_path / f"many{suffix}"
+    {".csv": lambda: rows.to_csv(source, index=False),
+     ".jsonl": lambda: rows.to_json(source, orient="records", lines=True),
+     ".parquet": lambda: rows.to_parquet(source, index=False)}[suffix]()
+    seen = []
+    chunked = tiny_config(company_csv, tiny_model, champion, serving={"scoring_chunk_rows": 7})
+    whole = tiny_config(company_csv, tiny_model, champion, serving={"scoring_chunk_rows": 1000})
+    written = predict_file(chunked, str(source), str(tmp_path / f"chunked{suffix}"),
+                           progress=lambda n, seconds: seen.append(n))
+    predict_file(whole, str(source), str(tmp_path / f"whole{suffix}"))
+    read = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
+            ".parquet": pd.read_parquet}[suffix]
+    a, b = read(tmp_path / f"chunked{suffix}"), read(tmp_path / f"whole{suffix}")
+    assert written.rows == len(rows) == len(a) and list(a.columns) == ["text", "label", "confidence", "model_version"]
+    assert a.text.tolist() == rows.text.tolist() and a.label.tolist() == b.label.tolist()
+    assert a.confidence.tolist() == pytest.approx(b.confidence.tolist(), abs=1e-6)
+    assert seen == [7, 14, 21, 28, 35, 40], "progress after every chunk"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([source.name, f"chunked{suffix}", f"whole{suffix}"])
