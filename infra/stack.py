@@ -507,6 +507,9 @@ def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     commands = _commands(settings)
     env = service_env(settings)
+    if settings.workers < 1:
+        raise StackError(f"--workers {settings.workers}: the stack needs at least one worker (e.g. --workers 2, "
+                         "or TUNEOPS_WORKERS=2).")
     if settings.database:
         check_database(settings.database)  # before any process starts: a clear error, nothing half-started
     # Check every port before starting anything: a taken port is an error, not a half-started stack.
