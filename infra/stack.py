@@ -199,6 +199,10 @@ def stop_service(settings: StackSettings, service: str, timeout: float = 20.0) -
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    # A killed process on a busy machine takes a moment to go: return once it has (or after 10 s).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_start_time(p) for p in victims):
+        time.sleep(0.1)
     settings.pid_file(service).unlink(missing_ok=True)
     return True
 

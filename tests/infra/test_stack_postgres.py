@@ -200,7 +200,7 @@ def test_training_scoring_monitoring_and_promotion_at_the_same_time(team, pg, ch
     client = mlflow_client(team)
     v1 = client.get_model_version(MODEL, "1")
     # A second version of the same model to promote (same logged model and tags, registered through the server).
-    v2 = client.create_model_version(MODEL, v1.source, run_id=v1.run_id, tags=v1.tags)
+    v2 = client.create_model_version(MODEL, v1.source, run_id=v1.run_id, tags=v1.tags, model_id=v1.model_id)
     assert v2.version == "2"
     runs = {
         "train-a": start(team, "train_model/manual", {"config": config_of(company_csv, tiny_model, CONCURRENT)}),
