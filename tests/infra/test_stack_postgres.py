@@ -260,7 +260,7 @@ def test_down_stops_everything_and_the_databases_keep_the_registry(team, pg):
     assert sql(pg, "mlflow", f"select version from model_versions where name = '{MODEL}' order by version") == [
         "1", "2"]
     completed = "select count(*) from flow_run where state_type = 'COMPLETED'"
-    assert int(sql(pg, "prefect", completed)[0]) >= 8
+    assert int(sql(pg, "prefect", completed)[0]) >= 7  # the 2 runs of the champion fixture + the 5 at once
 
 
 def test_the_operating_guides_backup_restore_and_migration_commands(team, pg, tmp_path):
