@@ -77,12 +77,16 @@ STACK_HOST       ?= 127.0.0.1
 PREFECT_PORT     ?= 4200
 MLFLOW_PORT      ?= 5000
 MLFLOW_ARTIFACTS ?=
+# The team stack on PostgreSQL: make up DATABASE=postgresql://USER@HOST:PORT WORKERS=2 (databases mlflow, prefect).
+DATABASE         ?=
+WORKERS          ?= 1
 
-.PHONY: up down browser-deps
+.PHONY: up down browser-deps postgres-deps
 
 up: install
 	$(BIN)/tuneops up --host $(STACK_HOST) --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT) \
-		$(if $(MLFLOW_ARTIFACTS),--mlflow-artifacts $(MLFLOW_ARTIFACTS))
+		--workers $(WORKERS) $(if $(MLFLOW_ARTIFACTS),--mlflow-artifacts $(MLFLOW_ARTIFACTS)) \
+		$(if $(DATABASE),--database $(DATABASE))
 
 down: install
 	$(BIN)/tuneops down
@@ -91,6 +95,12 @@ down: install
 browser-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# The PostgreSQL stack test (tests/infra/test_stack_postgres.py) starts Debian's PostgreSQL server in a temporary
+# data directory; CI (.ci/run, as root) installs the package when no initdb is found.
+postgres-deps:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 # Monitoring story with the real MiniLM: control traffic stays quiet; new intents drift, alert, retrain, promote.
 demo-monitoring: install
 	$(BIN)/python demos/monitoring.py

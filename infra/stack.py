@@ -2,18 +2,22 @@
 
 `up` starts, each in its own process group and each only if it is not already running:
 
-1. an MLflow tracking server (SQLite backend ``$TUNEOPS_HOME/mlflow.db``, artifacts served from
-   ``$TUNEOPS_HOME/mlartifacts`` or an ``s3://`` destination);
-2. a Prefect server (SQLite under ``$TUNEOPS_HOME/prefect``, UI included, schedulers on);
+1. an MLflow tracking server (SQLite backend ``$TUNEOPS_HOME/mlflow.db``, or the database ``mlflow`` of the
+   PostgreSQL server named by ``--database``; artifacts served from ``$TUNEOPS_HOME/mlartifacts`` or an
+   ``s3://`` destination);
+2. a Prefect server (SQLite under ``$TUNEOPS_HOME/prefect``, or the database ``prefect`` of that PostgreSQL
+   server through asyncpg; UI included, schedulers on);
 3. the process work pool ``tuneops-process`` with a ``training`` queue that runs one flow at a time;
-4. a Prefect process worker whose flow runs log to the MLflow server;
+4. one Prefect process worker (``--workers N``: N of them) whose flow runs log to the MLflow server;
 
 then it deploys ``infra/prefect.yaml`` and prints the URLs. Pid files (pid + process start time, so a
 recycled pid is never mistaken for ours) and logs live under ``$TUNEOPS_HOME/stack/``. Running `up`
 twice is harmless: healthy services are kept, deployments are re-applied. `down` stops every process
 `up` started, children included (flow runs in progress are killed).
 
-Only the standard library is imported here: the servers and the Prefect CLI run as subprocesses.
+Only the standard library is imported at module level: the servers and the Prefect CLI run as subprocesses
+(the PostgreSQL check imports psycopg2 when it runs). `service_settings` is the one place that names each
+service's backend URIs, server URLs and S3 variables; infra/docker-compose.yml is tested against it.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +45,13 @@ TRAINING_QUEUE = "training"
 HEALTH_TIMEOUT_S = 180.0
 # Stopped in this order: the worker first, so no new flow run starts while the servers go away.
 SERVICES = ("worker", "prefect", "mlflow")
+# The two databases of a PostgreSQL stack (`--database`), on the one server it names.
+MLFLOW_DATABASE = "mlflow"
+PREFECT_DATABASE = "prefect"
+# The S3 settings the MLflow server and the flow runs read (boto3's standard variables, plus MLflow's own endpoint
+# variable, which defaults to AWS_ENDPOINT_URL).
+S3_ENV = ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+          "AWS_DEFAULT_REGION")
 
 
 class StackError(TuneopsError):
@@ -56,6 +68,8 @@ class StackSettings:
     mlflow_port: int = 5000
     mlflow_artifacts: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    database: str | None = None  # postgresql://USER[:PASSWORD]@HOST:PORT; None = SQLite under home
+    workers: int = 1
 
     @classmethod
     def from_env(cls, **overrides: object) -> StackSettings:
@@ -66,6 +80,8 @@ class StackSettings:
             "prefect_port": int(env.get("TUNEOPS_PREFECT_PORT", "4200")),
             "mlflow_port": int(env.get("TUNEOPS_MLFLOW_PORT", "5000")),
             "mlflow_artifacts": env.get("TUNEOPS_MLFLOW_ARTIFACTS") or None,
+            "database": env.get("TUNEOPS_DATABASE") or None,
+            "workers": int(env.get("TUNEOPS_WORKERS", "1")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -85,6 +101,11 @@ class StackSettings:
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def worker_services(self) -> tuple[str, ...]:
+        """'worker', then 'worker-2' ... 'worker-N' for --workers N."""
+        return ("worker", *(f"worker-{i}" for i in range(2, self.workers + 1)))
 
     def pid_file(self, service: str) -> Path:
         return self.state_dir / f"{service}.pid"
@@ -178,6 +199,10 @@ def stop_service(settings: StackSettings, service: str, timeout: float = 20.0) -
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    # A killed process on a busy machine takes a moment to go: return once it has (or after 10 s).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_start_time(p) for p in victims):
+        time.sleep(0.1)
     settings.pid_file(service).unlink(missing_ok=True)
     return True
 
@@ -231,12 +256,19 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _worker_online(settings: StackSettings) -> bool:
+def worker_name(service: str) -> str:
+    """The name a worker service registers on the pool: tuneops-HOST, tuneops-HOST-2, ..."""
+    suffix = service.removeprefix("worker")
+    return f"tuneops-{socket.gethostname()}{suffix}"
+
+
+def _worker_online(settings: StackSettings, service: str = "worker") -> bool:
     try:
         status, body = _post(f"{settings.prefect_api}/work_pools/{WORK_POOL}/workers/filter", {})
     except OSError:
         return False
-    return status == 200 and any(w.get("status") == "ONLINE" for w in json.loads(body))
+    return status == 200 and any(w.get("status") == "ONLINE" and w.get("name") == worker_name(service)
+                                 for w in json.loads(body))
 
 
 def wait_until(settings: StackSettings, service: str, pid: int, check: Callable[[], bool],
@@ -253,6 +285,105 @@ def wait_until(settings: StackSettings, service: str, pid: int, check: Callable[
         time.sleep(0.5)
     raise StackError(f"{what} did not become healthy within {timeout:.0f} s; see {settings.log_file(service)}:\n"
                      f"{_log_tail(settings, service)}\nStop the stack with `make down` and retry.")
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def database_uris(database: str) -> dict[str, str]:
+    """The backend URIs of both servers on the PostgreSQL server that ``database`` names.
+
+    ``postgresql://USER[:PASSWORD]@HOST:PORT`` -> MLflow: ``postgresql+psycopg2://.../mlflow``, Prefect:
+    ``postgresql+asyncpg://.../prefect``. The user, password, host and port are kept as written (compose
+    passes ``${POSTGRES_USER}`` placeholders through); the two database names are fixed, so a backup, a
+    migration or the compose file always knows where each server's data is.
+    """
+    parts = urllib.parse.urlsplit(database)
+    fix = ("Give the server only: --database postgresql://USER[:PASSWORD]@HOST:PORT (tuneops uses its "
+           f"databases {MLFLOW_DATABASE!r} and {PREFECT_DATABASE!r}).")
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StackError(f"--database {_redact(database)}: not a postgresql:// URL. {fix}")
+    try:
+        bad_port = parts.port is None and parts.netloc.endswith(":")
+    except ValueError:
+        bad_port = True
+    if not parts.hostname or not parts.username or bad_port:
+        raise StackError(f"--database {_redact(database)}: needs a user and a host (and a numeric port). {fix}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise StackError(f"--database {_redact(database)}: names a database or options. {fix} "
+                         "TLS and other libpq options come from the PG* environment variables (e.g. PGSSLMODE).")
+    # The driver is explicit: SQLAlchemy 2.1 (MLflow's) maps a bare postgresql:// to psycopg 3, not psycopg2.
+    return {"mlflow": f"postgresql+psycopg2://{parts.netloc}/{MLFLOW_DATABASE}",
+            "prefect": f"postgresql+asyncpg://{parts.netloc}/{PREFECT_DATABASE}"}
+
+
+def _redact(uri: str) -> str:
+    """A URI with its password replaced by ***, for messages and logs."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def s3_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The S3 variables of ``environ`` that are set (MLFLOW_S3_ENDPOINT_URL defaults to AWS_ENDPOINT_URL)."""
+    env = {name: environ[name] for name in S3_ENV if environ.get(name)}
+    if "AWS_ENDPOINT_URL" in env:
+        env.setdefault("MLFLOW_S3_ENDPOINT_URL", env["AWS_ENDPOINT_URL"])
+    return env
+
+
+def backend_env(*, home: Path, mlflow_url: str, prefect_api: str, database: str | None = None,
+                mlflow_artifacts: str | None = None, s3: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """Service -> the backend URIs, server URLs and S3 settings it runs with, by environment variable name.
+
+    Pure data for given endpoints: `up` passes these to its processes (``service_settings``), and
+    tests/infra/test_compose_in_step.py checks that infra/docker-compose.yml sets the same names to the
+    same values for its endpoints (``mlflow:5000``, ``prefect-server:4200``, ``postgres:5432``, ``minio:9000``).
+    """
+    s3 = s3_env(s3 or {})
+    uris = database_uris(database) if database else {"mlflow": f"sqlite:///{home / 'mlflow.db'}"}
+    prefect = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": uris["prefect"]} if "prefect" in uris else {}
+    return {
+        "mlflow": {"MLFLOW_BACKEND_STORE_URI": uris["mlflow"],
+                   "MLFLOW_ARTIFACTS_DESTINATION": mlflow_artifacts or str(home / "mlartifacts"), **s3},
+        "prefect": prefect,
+        "worker": {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": mlflow_url, **s3},
+    }
+
+
+def service_settings(settings: StackSettings, environ: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """``backend_env`` for this stack's endpoints and the S3 settings of the environment."""
+    return backend_env(home=settings.home, mlflow_url=settings.mlflow_url, prefect_api=settings.prefect_api,
+                       database=settings.database, mlflow_artifacts=settings.mlflow_artifacts,
+                       s3={**(os.environ if environ is None else environ), **settings.env})
+
+
+def check_database(database: str) -> None:
+    """Both databases answer through the drivers the servers use, or a StackError naming the fix."""
+    import importlib.util
+
+    for module, package, who in (("psycopg2", "psycopg2-binary", "MLflow's PostgreSQL store"),
+                                 ("asyncpg", "asyncpg", "Prefect's PostgreSQL database")):
+        if importlib.util.find_spec(module) is None:
+            raise StackError(f"the PostgreSQL driver {module} is not installed in {sys.prefix} ({who} needs it). "
+                             f"Install it: {sys.executable} -m pip install {package} (or `make install`).")
+    import psycopg2
+
+    parts = urllib.parse.urlsplit(database)
+    where = f"{parts.hostname}:{parts.port or 5432}"
+    for name, uri in database_uris(database).items():
+        try:
+            psycopg2.connect(uri.split("+", 1)[0] + "://" + uri.split("://", 1)[1], connect_timeout=5).close()
+        except psycopg2.OperationalError as exc:
+            reason = " ".join(str(exc).split())
+            if "does not exist" in reason and "database" in reason:
+                raise StackError(f"the {name} database {uri.rsplit('/', 1)[1]!r} does not exist on PostgreSQL "
+                                 f"at {where}. Create it: createdb -h {parts.hostname} -p {parts.port or 5432} "
+                                 f"-U {parts.username} {uri.rsplit('/', 1)[1]}") from None
+            raise StackError(f"PostgreSQL at {where} (--database {_redact(database)}) is unreachable: {reason}. "
+                             "Start it, or fix the URL (user, password, host, port).") from None
 
 
 # --------------------------------------------------------------------------- the stack
@@ -285,10 +416,10 @@ def _bin(name: str) -> str:
 
 def _commands(settings: StackSettings) -> dict[str, tuple[list[str], str, Callable[[], bool], int | None]]:
     """Service -> (argv, description, health check, port)."""
-    artifacts = settings.mlflow_artifacts or str(settings.home / "mlartifacts")
-    return {
-        "mlflow": ([_bin("mlflow"), "server", "--backend-store-uri", f"sqlite:///{settings.home / 'mlflow.db'}",
-                    "--artifacts-destination", artifacts, "--serve-artifacts", "--host", settings.host,
+    # The backend store and artifact destination reach `mlflow server` as MLFLOW_BACKEND_STORE_URI and
+    # MLFLOW_ARTIFACTS_DESTINATION (service_settings), so no password shows in the process list or pid file.
+    commands: dict[str, tuple[list[str], str, Callable[[], bool], int | None]] = {
+        "mlflow": ([_bin("mlflow"), "server", "--serve-artifacts", "--host", settings.host,
                     "--port", str(settings.mlflow_port), "--workers", "1"],
                    f"MLflow server on {settings.mlflow_url}", lambda: _healthy(f"{settings.mlflow_url}/health"),
                    settings.mlflow_port),
@@ -296,10 +427,13 @@ def _commands(settings: StackSettings) -> dict[str, tuple[list[str], str, Callab
                      str(settings.prefect_port)],
                     f"Prefect server on {settings.prefect_url}", lambda: _healthy(f"{settings.prefect_api}/health"),
                     settings.prefect_port),
-        "worker": ([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                    "--name", f"tuneops-{socket.gethostname()}"],
-                   f"Prefect worker on pool {WORK_POOL}", lambda: _worker_online(settings), None),
     }
+    for service in settings.worker_services:
+        commands[service] = ([_bin("prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
+                              "--name", worker_name(service)],
+                             f"Prefect worker {worker_name(service)} on pool {WORK_POOL}",
+                             lambda service=service: _worker_online(settings, service), None)
+    return commands
 
 
 def _ensure_work_pool(settings: StackSettings, env: dict[str, str], say: Callable[[str], None]) -> None:
@@ -336,12 +470,13 @@ def deploy(settings: StackSettings, env: dict[str, str]) -> str:
 
 def _start(settings: StackSettings, commands: dict[str, tuple[list[str], str, Callable[[], bool], int | None]],
            env: dict[str, str], started: dict[str, int], say: Callable[[str], None]) -> None:
-    """Start the servers, wait for their health, set up the pool, start the worker and deploy."""
+    """Start the servers, wait for their health, set up the pool, start the workers and deploy."""
+    extra = service_settings(settings, env)
     for service in ("mlflow", "prefect"):
         argv, what, _, _ = commands[service]
         pid = running_pid(settings, service)
         if pid is None:
-            started[service] = _spawn(settings, service, argv, env)
+            started[service] = _spawn(settings, service, argv, {**env, **extra[service]})
             say(f"starting {what} (pid {started[service]}, log: {settings.log_file(service)})")
         else:
             say(f"{what} already running (pid {pid})")
@@ -350,18 +485,24 @@ def _start(settings: StackSettings, commands: dict[str, tuple[list[str], str, Ca
         wait_until(settings, service, started.get(service) or running_pid(settings, service) or -1, check, what)
     say("MLflow and Prefect servers are healthy")
     _ensure_work_pool(settings, env, say)
-    argv, what, check, _ = commands["worker"]
-    pid = running_pid(settings, "worker")
-    if pid is None:
-        pid = started["worker"] = _spawn(settings, "worker", argv, env)
-        say(f"starting {what} (pid {pid}, log: {settings.log_file('worker')})")
-    else:
-        say(f"{what} already running (pid {pid})")
+    pids = {}
+    for service in settings.worker_services:
+        argv, what, check, _ = commands[service]
+        pid = running_pid(settings, service)
+        if pid is None:
+            pid = started[service] = _spawn(settings, service, argv, {**env, **extra["worker"]})
+            say(f"starting {what} (pid {pid}, log: {settings.log_file(service)})")
+        else:
+            say(f"{what} already running (pid {pid})")
+        pids[service] = pid
     say(f"deploying {PREFECT_FILE.relative_to(ROOT)} ...")
     out = deploy(settings, env)
     count = out.count("successfully created")
-    wait_until(settings, "worker", pid, check, what)
-    say(f"{count} deployments applied; worker online")
+    for service, pid in pids.items():
+        _, what, check, _ = commands[service]
+        wait_until(settings, service, pid, check, what)
+    workers = "worker online" if len(pids) == 1 else f"{len(pids)} workers online"
+    say(f"{count} deployments applied; {workers}")
 
 
 def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
@@ -370,6 +511,11 @@ def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     commands = _commands(settings)
     env = service_env(settings)
+    if settings.workers < 1:
+        raise StackError(f"--workers {settings.workers}: the stack needs at least one worker (e.g. --workers 2, "
+                         "or TUNEOPS_WORKERS=2).")
+    if settings.database:
+        check_database(settings.database)  # before any process starts: a clear error, nothing half-started
     # Check every port before starting anything: a taken port is an error, not a half-started stack.
     for service, (_, what, _check, port) in commands.items():
         if port is None or running_pid(settings, service) is not None:
@@ -384,13 +530,16 @@ def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
         _start(settings, commands, env, started, say)
     except (StackError, KeyboardInterrupt):
         # Leave nothing half-started: stop what this call started, keep what was already running.
-        for service in SERVICES:
+        for service in _running_order(settings):
             if service in started:
                 stop_service(settings, service)
         raise
     say("")
     say(f"  Prefect UI   {settings.prefect_url}   (API {settings.prefect_api})")
     say(f"  MLflow UI    {settings.mlflow_url}")
+    if settings.database:
+        uris = database_uris(settings.database)
+        say(f"  databases    {_redact(uris['mlflow'])} (MLflow), {_redact(uris['prefect'])} (Prefect)")
     say(f"  logs, pids   {settings.state_dir}")
     say("")
     say(f"  Use them from a shell:  export PREFECT_API_URL={settings.prefect_api} "
@@ -398,9 +547,16 @@ def up(settings: StackSettings, say: Callable[[str], None] = print) -> None:
     say("  Stop everything:        make down")
 
 
+def _running_order(settings: StackSettings) -> list[str]:
+    """Every service to stop, workers first: those of these settings and any other `up --workers N` left."""
+    extra = sorted(p.stem for p in settings.state_dir.glob("worker-*.pid")) if settings.state_dir.exists() else []
+    workers = list(dict.fromkeys([*settings.worker_services, *extra]))
+    return [*workers, *SERVICES[1:]]
+
+
 def down(settings: StackSettings, say: Callable[[str], None] = print) -> None:
-    """Stop every service `up` started from this TUNEOPS_HOME (worker first); harmless when none runs."""
-    for service in SERVICES:
+    """Stop every service `up` started from this TUNEOPS_HOME (workers first); harmless when none runs."""
+    for service in _running_order(settings):
         if stop_service(settings, service):
             say(f"stopped {service}")
         else:
@@ -409,4 +565,4 @@ def down(settings: StackSettings, say: Callable[[str], None] = print) -> None:
 
 def status(settings: StackSettings) -> dict[str, int | None]:
     """Service -> pid of the running process (None when it is not running)."""
-    return {service: running_pid(settings, service) for service in SERVICES}
+    return {service: running_pid(settings, service) for service in _running_order(settings)}

@@ -217,7 +217,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from tuneops.infra import stack
 
     stack.up(stack.StackSettings.from_env(host=args.host, prefect_port=args.prefect_port,
-                                          mlflow_port=args.mlflow_port, mlflow_artifacts=args.mlflow_artifacts))
+                                          mlflow_port=args.mlflow_port, mlflow_artifacts=args.mlflow_artifacts,
+                                          database=args.database, workers=args.workers))
     return 0
 
 
@@ -326,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow-port", type=int, help="MLflow server port (default 5000, or TUNEOPS_MLFLOW_PORT)")
     p.add_argument("--mlflow-artifacts", help="artifact destination: a folder or s3://bucket/prefix (default "
                    "$TUNEOPS_HOME/mlartifacts, or TUNEOPS_MLFLOW_ARTIFACTS)")
+    p.add_argument("--database", metavar="postgresql://USER[:PASSWORD]@HOST:PORT",
+                   help="PostgreSQL server for both backends: MLflow uses its database 'mlflow', Prefect its "
+                   "database 'prefect' (default: SQLite under $TUNEOPS_HOME, or TUNEOPS_DATABASE)")
+    p.add_argument("--workers", type=int, help="process workers on the pool (default 1, or TUNEOPS_WORKERS)")
     add("down", cmd_down, "Stop everything `tuneops up` started from this TUNEOPS_HOME.")
     p = add("monitor", cmd_monitor, "Check a prediction log for drift against the champion's training data.")
     p.add_argument("--config", required=True, help="config naming the model and the monitoring thresholds")

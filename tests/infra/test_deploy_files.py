@@ -112,11 +112,13 @@ def test_services_point_at_each_other_consistently():
     db_user = "${POSTGRES_USER}"
     assert env_of("postgres")["POSTGRES_DB"] == "prefect"
     assert "CREATE DATABASE mlflow" in (INFRA / "postgres" / "init.sql").read_text()
-    prefect_db = env_of("prefect-server")["PREFECT_API_DATABASE_CONNECTION_URL"]
+    prefect_db = env_of("prefect-server")["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
     assert prefect_db.startswith(f"postgresql+asyncpg://{db_user}:") and prefect_db.endswith("@postgres:5432/prefect")
     mlflow_args = " ".join(SERVICES["mlflow"]["command"])
-    assert f"--backend-store-uri=postgresql://{db_user}:" in mlflow_args and "@postgres:5432/mlflow" in mlflow_args
-    assert "--artifacts-destination=s3://mlflow/" in mlflow_args and "--serve-artifacts" in mlflow_args
+    mlflow_db = env_of("mlflow")["MLFLOW_BACKEND_STORE_URI"]  # the rest: tests/infra/test_compose_in_step.py
+    assert mlflow_db.startswith(f"postgresql+psycopg2://{db_user}:") and mlflow_db.endswith("@postgres:5432/mlflow")
+    assert env_of("mlflow")["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://mlflow/")
+    assert "--serve-artifacts" in mlflow_args
     assert "local/mlflow" in SERVICES["minio-init"]["command"][0]
     server_port = SERVICES["prefect-server"]["command"][SERVICES["prefect-server"]["command"].index("--port") + 1]
     for name in ("prefect-worker", "deploy"):
