@@ -18,6 +18,8 @@ from tuneops import pii
 
 EXAMPLES = 3
 TOKEN_SAMPLE = 20_000
+POLICY_TAG = "tuneops.data_policy."
+"""Run and version tags of the data policies' decisions (validation.conflicting_labels, ...)."""
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"
 
 Severity = Literal["error", "warning", "info"]
@@ -46,6 +48,10 @@ class ValidationReport:
     rows: int
     checks: list[Check]
     data_docs: str | None = None
+    kept_rows: int | None = None
+    """Rows left for the split after the data policies (validation.conflicting_labels, ...); None: all of them."""
+    policies: dict[str, str] = field(default_factory=dict)
+    """What each data policy decided, e.g. {'conflicting_labels': 'drop: 171 rows removed (47 texts)'}."""
 
     @property
     def passed(self) -> bool:
@@ -68,7 +74,9 @@ class ValidationReport:
 
     def to_markdown(self) -> str:
         status = "passed" if self.passed else "FAILED"
-        out = [f"# Data validation {status}", "", f"{self.rows} rows, {len(self.checks)} checks.", "",
+        kept = (f", {self.kept_rows} kept for the split after the data policies "
+                f"({'; '.join(f'{k}: {v}' for k, v in self.policies.items())})" if self.policies else "")
+        out = [f"# Data validation {status}", "", f"{self.rows} rows{kept}, {len(self.checks)} checks.", "",
                "| check | severity | result | failing rows | detail | examples |", "|---|---|---|---|---|---|"]
         for c in self.checks:
             result = "ok" if c.passed else ("FAIL" if c.severity == "error" else "note")
@@ -77,8 +85,9 @@ class ValidationReport:
         return "\n".join(out)
 
     def to_json(self) -> str:
-        return json.dumps({"rows": self.rows, "passed": self.passed, "checks": [asdict(c) for c in self.checks]},
-                          indent=2)
+        return json.dumps({"rows": self.rows, "kept_rows": self.rows if self.kept_rows is None else self.kept_rows,
+                           "policies": self.policies, "passed": self.passed,
+                           "checks": [asdict(c) for c in self.checks]}, indent=2)
 
 
 def show(value: Any) -> str:
