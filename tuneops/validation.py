@@ -36,6 +36,8 @@ class Check:
     examples: list[str] = field(default_factory=list)
     detail: str = ""
     severity: Severity = "error"
+    fix: str = ""
+    """The setting that lets a run proceed past this check with a recorded decision (a data policy), if any."""
 
     def __post_init__(self) -> None:  # numpy scalars from pandas would not serialise
         self.passed, self.failing_rows = bool(self.passed), int(self.failing_rows)
@@ -69,6 +71,8 @@ class ValidationReport:
         for c in self.failures():
             lines.append(f"  - {c.name}: {c.detail}" + (f" ({c.failing_rows} rows)" if c.failing_rows else ""))
             lines += [f"      e.g. {e}" for e in c.examples]
+            if c.fix:
+                lines.append(f"      or {c.fix}")
         lines.append("Fix the data (or the validation section of the config) and run again; nothing was trained.")
         return "\n".join(lines)
 
@@ -81,7 +85,8 @@ class ValidationReport:
         for c in self.checks:
             result = "ok" if c.passed else ("FAIL" if c.severity == "error" else "note")
             examples = "; ".join(e.replace("|", "\\|") for e in c.examples)
-            out.append(f"| {c.name} | {c.severity} | {result} | {c.failing_rows} | {c.detail} | {examples} |")
+            detail = f"{c.detail} (or {c.fix})" if c.fix and not c.passed else c.detail
+            out.append(f"| {c.name} | {c.severity} | {result} | {c.failing_rows} | {detail} | {examples} |")
         return "\n".join(out)
 
     def to_json(self) -> str:

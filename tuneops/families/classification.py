@@ -52,16 +52,14 @@ def _gx_suite(cfg: TuneopsConfig) -> list[Expectation]:
     import great_expectations.expectations as gxe
 
     text, label, v = cfg.data.text_column, cfg.data.label_column, cfg.validation
-    drop_hint = " (or set validation.invalid_texts: drop to remove such rows before the split)"
     suite: list[Expectation] = [
         ("row count", f"the dataset must have {v.min_rows}..{v.max_rows} rows", "error",
          gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows)),
-        ("text not null", f"'{text}' must not be null{drop_hint}", "error",
-         gxe.ExpectColumnValuesToNotBeNull(column=text)),
+        ("text not null", f"'{text}' must not be null", "error", gxe.ExpectColumnValuesToNotBeNull(column=text)),
         ("label not null", f"'{label}' must not be null", "error", gxe.ExpectColumnValuesToNotBeNull(column=label)),
-        ("text not blank", f"'{text}' must contain more than whitespace{drop_hint}", "error",
+        ("text not blank", f"'{text}' must contain more than whitespace", "error",
          gxe.ExpectColumnValuesToNotMatchRegex(column=text, regex=r"^\s*$")),
-        ("text length", f"'{text}' must be {v.min_text_chars}..{v.max_text_chars} characters{drop_hint}", "error",
+        ("text length", f"'{text}' must be {v.min_text_chars}..{v.max_text_chars} characters", "error",
          gxe.ExpectColumnValueLengthsToBeBetween(column=text, min_value=v.min_text_chars,
                                                  max_value=v.max_text_chars)),
         ("control characters", f"'{text}' must not hold control characters or U+FFFD (broken encoding)", "error",
@@ -97,9 +95,9 @@ def _pandas_checks(frame: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
     checks.append(Check("rows per class", small.empty, int(small.sum()),
                         [f"{k!r}: {n} rows" for k, n in small.head(EXAMPLES).items()],
                         f"every label needs at least {v.min_rows_per_class} rows"
-                        + (f"; {len(small)} labels have fewer (add rows, lower validation.min_rows_per_class, or set "
-                           "validation.rare_classes: drop to remove those labels before the split)"
-                           if len(small) else "")))
+                        + (f"; {len(small)} labels have fewer" if len(small) else ""),
+                        fix="set validation.rare_classes: drop to remove the rows of those labels before the split "
+                        "(the model will not know them)" if v.rare_classes == "fail" else ""))
     checks.append(Check("at least two classes", len(counts) >= 2, 0, [],
                         f"found {len(counts)} distinct label(s); a classifier needs two or more"))
     if len(counts) >= 2:
@@ -113,13 +111,13 @@ def _pandas_checks(frame: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
     if v.conflicting_labels in ("fail", "warn"):  # drop / majority resolved them before (apply_policies)
         conflicts = _conflicts(frame, text, label)
         found = len(conflicts.texts)
-        action = ("set validation.conflicting_labels: drop (remove them), majority (keep each text's most frequent "
-                  "label) or warn (train on them) to proceed" if v.conflicting_labels == "fail"
-                  else "policy warn (validation.conflicting_labels): every row is kept and trained on")
+        strict = v.conflicting_labels == "fail"
         checks.append(Check("conflicting labels", found == 0, int(conflicts.rows.sum()), conflicts.examples,
                             "the same (normalised) text must not carry different labels"
-                            + (f"; {found} texts do: {action}" if found else ""),
-                            "error" if v.conflicting_labels == "fail" else "warning"))
+                            + ("" if strict else " (policy warn, validation.conflicting_labels: kept and trained on)")
+                            + (f"; {found} texts do" if found else ""), "error" if strict else "warning",
+                            fix="set validation.conflicting_labels: drop (remove their rows), majority (keep each "
+                            "text's most frequent label) or warn (train on them all)" if strict else ""))
 
     kinds = pii.scan(frame[text])
     flagged = kinds[kinds != ""]
@@ -158,6 +156,10 @@ def validate_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None =
     frame[text] = frame[text].where(frame[text].isna(), frame[text].astype(str))
     frame[label] = frame[label].where(frame[label].isna(), frame[label].astype(str))
     gx_checks, docs = run_gx(frame, _gx_suite(cfg), docs_dir)
+    if cfg.validation.invalid_texts == "fail":
+        for check in gx_checks:
+            if check.name in ("text not null", "text not blank", "text length"):
+                check.fix = "set validation.invalid_texts: drop to remove such rows before the split"
     contract = _pandas_checks(frame, cfg)
     policies = {d.policy: d.record for d in decisions}
     if cfg.validation.conflicting_labels == "warn":  # kept and trained on: recorded like a decision
@@ -299,7 +301,7 @@ def apply_policies(df: pd.DataFrame, cfg: TuneopsConfig) -> tuple[pd.DataFrame, 
     if v.rare_classes == "drop":
         decisions.append(_rare_classes(df, cfg, keep))
         keep &= ~decisions[-1].removed
-    return df[keep], decisions
+    return (df if keep.all() else df[keep]), decisions
 
 
 def prepare(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
