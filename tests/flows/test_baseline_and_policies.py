@@ -54,6 +54,7 @@ def test_a_model_that_does_not_beat_tfidf_is_not_promoted(prefect_server, tiny_m
         outcome.test_metrics["accuracy"] - lift["baseline"], abs=1e-6)
     assert mv.tags["tuneops.lift_over_baseline.ci"] == f"[{lift['ci_low']:+.6f}, {lift['ci_high']:+.6f}]"
     assert mv.tags["tuneops.lift_over_baseline.bar"] == "+0.000000"
+    assert "Baseline TF-IDF + logistic regression on the same test rows: accuracy" in mv.description  # model card
     report = Path(MlflowClient().download_artifacts(outcome.run_id, "evaluation/report.md")).read_text()
     assert "Baseline (TF-IDF + logistic regression, fitted on the same" in report
     assert "| lift over baseline (TF-IDF + logistic regression, accuracy) | FAIL |" in report
@@ -96,6 +97,7 @@ def test_conflicting_labels_policy_lets_the_run_train(prefect_server, tiny_model
     assert sum(int(run.params[f"split.{s}.rows"]) for s in ("train", "validation", "test")) == total - removed
     version = client.get_model_version(name, outcome.registration.version)
     assert version.tags["tuneops.data_policy.conflicting_labels"] == record
+    assert f"data policy validation.conflicting_labels: {record}" in version.description  # the model card
     report = json.loads(Path(client.download_artifacts(outcome.run_id, "validation/report.json")).read_text())
     assert report["rows"] == total and report["kept_rows"] == total - removed and report["passed"]
     check = next(c for c in report["checks"] if c["name"] == "conflicting labels")

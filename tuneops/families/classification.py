@@ -26,6 +26,7 @@ from tuneops.splits import normalise
 from tuneops.validation import (
     CONTROL_CHARS,
     EXAMPLES,
+    POLICY_TAG,
     Check,
     Expectation,
     Severity,
@@ -595,6 +596,8 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
         f"- source `{cfg.data.source()}`, fingerprint `{tags['tuneops.data.fingerprint']}`",
         "- split (hash-based, stable as data grows): " + ", ".join(
             f"{n} {splits.sizes[n]} rows (`{splits.fingerprints[n]}`)" for n in ("train", "validation", "test")),
+        *[f"- data policy validation.{k.removeprefix(POLICY_TAG)}: {v}" for k, v in sorted(tags.items())
+          if k.startswith(POLICY_TAG)],
         "", "## Training",
         f"- base model `{cfg.model.base}`, method `{cfg.training.method}`, {cfg.training.epochs:g} epochs, "
         f"lr {cfg.training.learning_rate:g}, max length {cfg.model.max_length} tokens",
@@ -602,7 +605,11 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
         f"- code `{tags['tuneops.code_version']}`, config hash `{tags['tuneops.config_hash']}`", "",
         "## Test metrics",
         f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, expected calibration error "
-        f"{metrics['ece']:.4f}; per-class metrics and the confusion matrix are in the run's `evaluation/` folder.", "",
+        f"{metrics['ece']:.4f}; per-class metrics and the confusion matrix are in the run's `evaluation/` folder."
+        + (f" Baseline {tags['tuneops.baseline.name']} on the same test rows: {cfg.gate.primary_metric} "
+           f"{float(tags[f'tuneops.baseline.test_{cfg.gate.primary_metric}']):.4f}; lift "
+           f"{float(tags[f'tuneops.lift_over_baseline.{cfg.gate.primary_metric}']):+.4f}, CI "
+           f"{tags['tuneops.lift_over_baseline.ci']}." if "tuneops.baseline.name" in tags else ""), "",
         "## Gate decision", tags["tuneops.gate.reason"], "",
         "## Limits",
         "- Knows only the labels above; every input gets one of them, however unrelated (watch confidence and "
