@@ -18,6 +18,7 @@ from tuneops.gate import GateDecision
 from tuneops.registry import Registration, log_and_register, provenance_tags
 from tuneops.splits import SplitResult
 from tuneops.training import TrainResult
+from tuneops.validation import POLICY_TAG
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -27,6 +28,8 @@ def register_model(trained: TrainResult, cfg: TuneopsConfig, data_fingerprint: s
     from tuneops import tracking
 
     tags = provenance_tags(cfg, data_fingerprint, splits, metrics, decision, tracking.code_version())
+    run_tags = tracking.client().get_run(run_id).data.tags  # what the data policies did (tasks/validation.py)
+    tags.update({k: v for k, v in run_tags.items() if k.startswith(POLICY_TAG)})
     tracking.set_tags(run_id, tags)
     tracking.log_text(run_id, json.dumps(cfg.model_dump(mode="json"), indent=2), "config/resolved_config.json")
     result = log_and_register(trained, cfg, tags, splits, metrics, decision.passed and cfg.gate.auto_promote, run_id)

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from tuneops import families
 from tuneops.config import TuneopsConfig
 from tuneops.errors import DataError
+from tuneops.validation import POLICY_TAG
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
@@ -32,7 +33,9 @@ def validate_data(df: pd.DataFrame, cfg: TuneopsConfig, run_id: str) -> pd.DataF
     tracking.log_text(run_id, report.to_json(), "validation/report.json")
     tracking.log_text(run_id, report.to_markdown(), "validation/report.md")
     tracking.set_tags(run_id, {"tuneops.validation.passed": report.passed,
-                               "tuneops.validation.warnings": len(report.warnings())})
+                               "tuneops.validation.warnings": len(report.warnings()),
+                               **({"tuneops.validation.kept_rows": report.kept_rows} if report.policies else {}),
+                               **{f"{POLICY_TAG}{k}": v for k, v in report.policies.items()}})
     create_markdown_artifact(report.to_markdown(), key="data-validation",
                              description="Great Expectations checks on the training data")
     if not report.passed:

@@ -70,8 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                "preference_margin")))
     lift = next((c for c in d.checks if c["check"].startswith("lift over baseline")), None)
     if lift is not None:
+        bar = f"bar {lift['bound']:+.4f} (gate.min_lift_over_baseline)" if lift["gated"] else "not gated"
         print(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, lift "
-              f"{lift['delta']:+.4f} (CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}])")
+              f"{lift['delta']:+.4f} (CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]; {bar})")
     print(f"gate         {d.reason}")
     print(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
     print(f"mlflow run   {outcome.run_id}")

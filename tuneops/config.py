@@ -134,6 +134,24 @@ class ValidationSettings(_Section):
         "fail", description="Texts with e-mail addresses, phone numbers, IBANs or payment card numbers: 'fail' "
         "stops the run, 'redact' masks them before training, 'warn' reports them and trains on them."
     )
+    conflicting_labels: Literal["fail", "drop", "majority", "warn"] = Field(
+        "fail", description="model.task classification: texts that are the same after normalisation (case, "
+        "whitespace) but carry different labels (e.g. 'No thanks' labelled with three services). 'fail' stops "
+        "the run; 'drop' removes every row of such a text; 'majority' keeps the rows with the text's most "
+        "frequent label and removes the others (a tie removes every row of that text); 'warn' reports them and "
+        "trains on all of them. Applied before the split; the validation report and the version's "
+        "tuneops.data_policy.* tags record the decision and the rows removed."
+    )
+    invalid_texts: Literal["fail", "drop"] = Field(
+        "fail", description="model.task classification: rows whose text is null, blank, or shorter than "
+        "min_text_chars / longer than max_text_chars. 'fail' stops the run; 'drop' removes them before the split "
+        "(recorded like conflicting_labels)."
+    )
+    rare_classes: Literal["fail", "drop"] = Field(
+        "fail", description="model.task classification: labels with fewer than min_rows_per_class rows (after the "
+        "other policies). 'fail' stops the run; 'drop' removes every row of such a label before the split, so the "
+        "model does not know it (recorded like conflicting_labels)."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ValidationSettings:
@@ -361,9 +379,12 @@ class GateConfig(_Section):
     )
     min_lift_over_baseline: float | None = Field(
         None, ge=-1, le=1, description="The challenger must beat the task family's baseline on the same test rows "
-        "(causal_lm: the zero-shot base model) by at least this on the primary metric: the paired bootstrap CI's "
-        "lower bound of (challenger - baseline) must be >= it. Null: the baseline is reported, not gated (the "
-        "default for families without a baseline; causal_lm defaults to 0.0).",
+        "(classification: TF-IDF + logistic regression fitted on the same training split; causal_lm: the "
+        "zero-shot base model) by at least this on the primary metric: the paired bootstrap CI's lower bound of "
+        "(challenger - baseline) must be >= it. 0.0, the default of every family with a baseline, asks the test "
+        "rows to show the challenger is at least as good (a lift within noise of zero fails); a negative value "
+        "(e.g. -0.01) accepts a model up to that far below the baseline; null reports the baseline without "
+        "gating (the default for families without one).",
     )
 
     @model_validator(mode="after")

@@ -207,7 +207,8 @@ def decide(challenger: pd.DataFrame, cfg: GateConfig, champion: pd.DataFrame | N
         return GateDecision(False, "not promoted: " + "; ".join(failures), champion_version, checks)
     lift = next((c for c in checks if c["check"].startswith("lift over baseline")), None)
     lifted = (f"; {cfg.primary_metric} {lift['delta']:+.4f} over the baseline ({lift['against']}, "
-              f"CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}])") if lift else ""
+              f"CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]{'' if lift['gated'] else ', not gated'})"
+              ) if lift else ""
     if champion is None:
         return GateDecision(True, "passed: first model, all floors met" + lifted, champion_version, checks)
     compare = next(c for c in checks if c["check"].startswith("vs champion"))

@@ -144,7 +144,9 @@ def provenance_tags(cfg: TuneopsConfig, data_fingerprint: str, splits: SplitResu
     lift = next((c for c in decision.checks if c["check"].startswith("lift over baseline")), None)
     if lift is not None:  # against which baseline, and by how much (with its paired CI)
         metric = cfg.gate.primary_metric
-        tags.update({"tuneops.baseline": lift["check"], f"tuneops.baseline.test_{metric}": f"{lift['baseline']:.6f}",
+        tags.update({"tuneops.baseline": lift["check"], "tuneops.baseline.name": lift["against"],
+                     f"tuneops.baseline.test_{metric}": f"{lift['baseline']:.6f}",
+                     "tuneops.lift_over_baseline.bar": "none" if not lift["gated"] else f"{lift['bound']:+.6f}",
                      f"tuneops.lift_over_baseline.{metric}": f"{lift['delta']:+.6f}",
                      "tuneops.lift_over_baseline.ci": f"[{lift['ci_low']:+.6f}, {lift['ci_high']:+.6f}]"})
     tags.update({f"tuneops.split.{n}.fingerprint": f for n, f in splits.fingerprints.items()})

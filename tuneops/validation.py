@@ -18,6 +18,8 @@ from tuneops import pii
 
 EXAMPLES = 3
 TOKEN_SAMPLE = 20_000
+POLICY_TAG = "tuneops.data_policy."
+"""Run and version tags of the data policies' decisions (validation.conflicting_labels, ...)."""
 CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"
 
 Severity = Literal["error", "warning", "info"]
@@ -34,6 +36,8 @@ class Check:
     examples: list[str] = field(default_factory=list)
     detail: str = ""
     severity: Severity = "error"
+    fix: str = ""
+    """The setting that lets a run proceed past this check with a recorded decision (a data policy), if any."""
 
     def __post_init__(self) -> None:  # numpy scalars from pandas would not serialise
         self.passed, self.failing_rows = bool(self.passed), int(self.failing_rows)
@@ -46,6 +50,10 @@ class ValidationReport:
     rows: int
     checks: list[Check]
     data_docs: str | None = None
+    kept_rows: int | None = None
+    """Rows left for the split after the data policies (validation.conflicting_labels, ...); None: all of them."""
+    policies: dict[str, str] = field(default_factory=dict)
+    """What each data policy decided, e.g. {'conflicting_labels': 'drop: 171 rows removed (47 texts)'}."""
 
     @property
     def passed(self) -> bool:
@@ -63,22 +71,28 @@ class ValidationReport:
         for c in self.failures():
             lines.append(f"  - {c.name}: {c.detail}" + (f" ({c.failing_rows} rows)" if c.failing_rows else ""))
             lines += [f"      e.g. {e}" for e in c.examples]
+            if c.fix:
+                lines.append(f"      or {c.fix}")
         lines.append("Fix the data (or the validation section of the config) and run again; nothing was trained.")
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
         status = "passed" if self.passed else "FAILED"
-        out = [f"# Data validation {status}", "", f"{self.rows} rows, {len(self.checks)} checks.", "",
+        kept = (f", {self.kept_rows} kept for the split after the data policies "
+                f"({'; '.join(f'{k}: {v}' for k, v in self.policies.items())})" if self.policies else "")
+        out = [f"# Data validation {status}", "", f"{self.rows} rows{kept}, {len(self.checks)} checks.", "",
                "| check | severity | result | failing rows | detail | examples |", "|---|---|---|---|---|---|"]
         for c in self.checks:
             result = "ok" if c.passed else ("FAIL" if c.severity == "error" else "note")
             examples = "; ".join(e.replace("|", "\\|") for e in c.examples)
-            out.append(f"| {c.name} | {c.severity} | {result} | {c.failing_rows} | {c.detail} | {examples} |")
+            detail = f"{c.detail} (or {c.fix})" if c.fix and not c.passed else c.detail
+            out.append(f"| {c.name} | {c.severity} | {result} | {c.failing_rows} | {detail} | {examples} |")
         return "\n".join(out)
 
     def to_json(self) -> str:
-        return json.dumps({"rows": self.rows, "passed": self.passed, "checks": [asdict(c) for c in self.checks]},
-                          indent=2)
+        return json.dumps({"rows": self.rows, "kept_rows": self.rows if self.kept_rows is None else self.kept_rows,
+                           "policies": self.policies, "passed": self.passed,
+                           "checks": [asdict(c) for c in self.checks]}, indent=2)
 
 
 def show(value: Any) -> str:

@@ -92,6 +92,7 @@ def test_sigkilled_training_resumes_and_matches_uninterrupted(tmp_path, tiny_mod
     out, _ = third.communicate(timeout=600)
     assert third.returncode == 0, out[-3000:]
     assert "resuming from" not in out
+    assert "baseline     (TF-IDF + logistic regression, accuracy): " in out  # the summary's lift line
     uninterrupted = _test_metrics(reference_home, "resumed")
 
     for metric in ("test_accuracy", "test_macro_f1", "best_validation_accuracy"):

@@ -29,11 +29,14 @@ def trained_twice(prefect_server, tiny_model, company_csv):
 def test_first_run_registers_champion_with_provenance(trained_twice):
     first, _ = trained_twice
     assert first.registration.version == "1"
-    assert first.decision.passed and first.decision.reason == "passed: first model, all floors met"
+    assert first.decision.passed and first.decision.reason.startswith("passed: first model, all floors met; accuracy")
+    reason = first.decision.reason  # the baseline is reported there, not gated (tiny_config)
+    assert "over the baseline (TF-IDF + logistic regression, CI [" in reason and reason.endswith(", not gated)")
     mv = MlflowClient().get_model_version("flow-twice", "1")
     for tag in ("tuneops.data.fingerprint", "tuneops.code_version", "tuneops.config_hash", "tuneops.base_model",
                 "tuneops.method", "tuneops.gate.passed", "tuneops.gate.reason", "tuneops.metric.test_accuracy",
-                "tuneops.split.test.fingerprint"):
+                "tuneops.split.test.fingerprint", "tuneops.baseline.name", "tuneops.baseline.test_accuracy",
+                "tuneops.lift_over_baseline.accuracy", "tuneops.lift_over_baseline.ci"):
         assert mv.tags.get(tag), f"version 1 lacks {tag}"
     assert mv.tags["tuneops.gate.passed"] == "True"
     assert mv.tags["tuneops.metric.test_accuracy"] == f"{first.test_metrics['accuracy']:.6f}"

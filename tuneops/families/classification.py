@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from tuneops.splits import normalise
 from tuneops.validation import (
     CONTROL_CHARS,
     EXAMPLES,
+    POLICY_TAG,
     Check,
     Expectation,
     Severity,
@@ -94,7 +96,9 @@ def _pandas_checks(frame: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
     checks.append(Check("rows per class", small.empty, int(small.sum()),
                         [f"{k!r}: {n} rows" for k, n in small.head(EXAMPLES).items()],
                         f"every label needs at least {v.min_rows_per_class} rows"
-                        + (f"; {len(small)} labels have fewer" if len(small) else "")))
+                        + (f"; {len(small)} labels have fewer" if len(small) else ""),
+                        fix="set validation.rare_classes: drop to remove the rows of those labels before the split "
+                        "(the model will not know them)" if v.rare_classes == "fail" else ""))
     checks.append(Check("at least two classes", len(counts) >= 2, 0, [],
                         f"found {len(counts)} distinct label(s); a classifier needs two or more"))
     if len(counts) >= 2:
@@ -105,18 +109,16 @@ def _pandas_checks(frame: pd.DataFrame, cfg: TuneopsConfig) -> list[Check]:
                                            f"{counts.iloc[-1]} rows"],
                             f"most/least frequent label ratio is {ratio:.1f}; the limit is {v.max_class_imbalance:g}"))
 
-    valid = frame.dropna(subset=[text, label])
-    norm = normalise(valid[text])
-    labels_per_text = valid[label].groupby(norm.to_numpy()).nunique()
-    conflicted = labels_per_text[labels_per_text > 1]
-    conflict_rows = norm.isin(conflicted.index)
-    examples = []
-    for key in conflicted.index[:EXAMPLES]:
-        rows = valid[(norm == key).to_numpy()]
-        examples.append(f"{show(rows[text].iloc[0])} labelled {sorted(rows[label].astype(str).unique())}")
-    checks.append(Check("conflicting labels", conflicted.empty, int(conflict_rows.sum()), examples,
-                        "the same (normalised) text must not carry different labels"
-                        + (f"; {len(conflicted)} texts do" if len(conflicted) else "")))
+    if v.conflicting_labels in ("fail", "warn"):  # drop / majority resolved them before (apply_policies)
+        conflicts = _conflicts(frame, text, label)
+        found = len(conflicts.texts)
+        strict = v.conflicting_labels == "fail"
+        checks.append(Check("conflicting labels", found == 0, int(conflicts.rows.sum()), conflicts.examples,
+                            "the same (normalised) text must not carry different labels"
+                            + ("" if strict else " (policy warn, validation.conflicting_labels: kept and trained on)")
+                            + (f"; {found} texts do" if found else ""), "error" if strict else "warning",
+                            fix="set validation.conflicting_labels: drop (remove their rows), majority (keep each "
+                            "text's most frequent label) or warn (train on them all)" if strict else ""))
 
     kinds = pii.scan(frame[text])
     flagged = kinds[kinds != ""]
@@ -150,11 +152,163 @@ def validate_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None =
         checks.append(Check("timestamps", not bad.any(), int(bad.sum()),
                             masked_examples(df.loc[bad, d.timestamp_column]),
                             f"'{d.timestamp_column}' must hold parseable dates"))
-    frame = df[[text, label]].copy()
+    kept, decisions = apply_policies(df, cfg)
+    frame = kept[[text, label]].copy()
     frame[text] = frame[text].where(frame[text].isna(), frame[text].astype(str))
     frame[label] = frame[label].where(frame[label].isna(), frame[label].astype(str))
     gx_checks, docs = run_gx(frame, _gx_suite(cfg), docs_dir)
-    return ValidationReport(len(df), checks + gx_checks + _pandas_checks(frame, cfg), docs)
+    if cfg.validation.invalid_texts == "fail":
+        for check in gx_checks:
+            if check.name in ("text not null", "text not blank", "text length"):
+                check.fix = "set validation.invalid_texts: drop to remove such rows before the split"
+    contract = _pandas_checks(frame, cfg)
+    policies = {d.policy: d.record for d in decisions}
+    if cfg.validation.conflicting_labels == "warn":  # kept and trained on: recorded like a decision
+        found = next(c for c in contract if c.name == "conflicting labels")
+        policies["conflicting_labels"] = f"warn: {found.failing_rows} rows kept"
+    return ValidationReport(len(df), checks + [d.check for d in decisions] + gx_checks + contract, docs,
+                            kept_rows=len(kept), policies=policies)
+
+
+# ----------------------------------------------------------------------------- data policies
+
+
+@dataclass(frozen=True)
+class _Conflicts:
+    texts: pd.Index
+    """The normalised texts that carry more than one label."""
+    rows: pd.Series
+    """Per row of the frame: whether its text is one of them."""
+    norm: pd.Series
+    examples: list[str]
+
+
+def _conflicts(frame: pd.DataFrame, text: str, label: str) -> _Conflicts:
+    """Texts equal after normalisation that carry different labels (rows with a null text or label never do)."""
+    valid = frame[text].notna() & frame[label].notna()
+    norm = normalise(frame.loc[valid, text]).reindex(frame.index)
+    labels = frame[label].astype(str)
+    per_text = labels[valid].groupby(norm[valid].to_numpy()).nunique()
+    texts = per_text.index[per_text > 1]
+    rows = valid & norm.isin(texts)
+    examples = []
+    for key in texts[:EXAMPLES]:
+        mine = rows & (norm == key)
+        counts = labels[mine].value_counts()
+        shown = ", ".join(f"{k} x{n}" for k, n in sorted(counts.items()))
+        examples.append(f"{show(str(frame.loc[mine, text].iloc[0]))} labelled {shown}")
+    return _Conflicts(texts, rows, norm, examples)
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """What one data policy did to the rows: the report's line and the record kept with the run and version."""
+
+    policy: str
+    """The validation field (conflicting_labels, invalid_texts, rare_classes)."""
+    removed: pd.Series
+    """Per row of the input: whether this policy removed it."""
+    check: Check
+    record: str
+    """e.g. 'drop: 171 rows removed (47 texts)'; tag tuneops.data_policy.<policy>."""
+
+
+def _decision(policy: str, setting: str, removed: pd.Series, examples: list[str], detail: str,
+              summary: str) -> PolicyDecision:
+    n = int(removed.sum())
+    check = Check(policy.replace("_", " "), n == 0, n, examples,
+                  f"policy {setting} (validation.{policy}): {detail if n else 'nothing to remove'}", "warning")
+    return PolicyDecision(policy, removed, check, f"{setting}: {n} rows removed" + (f" ({summary})" if n else ""))
+
+
+def _invalid_texts(df: pd.DataFrame, cfg: TuneopsConfig) -> PolicyDecision:
+    text, v = cfg.data.text_column, cfg.validation
+    null = df[text].isna()
+    values = df[text].where(null, df[text].astype(str)).fillna("")
+    blank = ~null & values.str.fullmatch(r"\s*")
+    lengths = values.str.len()
+    short = ~null & ~blank & (lengths < v.min_text_chars)
+    long = ~null & (lengths > v.max_text_chars)
+    removed = null | blank | short | long
+    parts = {"null": null, "blank": blank, f"shorter than {v.min_text_chars} characters": short,
+             f"longer than {v.max_text_chars} characters": long}
+    summary = ", ".join(f"{int(m.sum())} {k}" for k, m in parts.items() if m.any())
+    return _decision("invalid_texts", "drop", removed, masked_examples(df.loc[removed, text]),
+                     f"{int(removed.sum())} rows whose text is {summary} were removed before the split", summary)
+
+
+def _resolve_conflicts(df: pd.DataFrame, cfg: TuneopsConfig, keep: pd.Series) -> PolicyDecision:
+    text, label, setting = cfg.data.text_column, cfg.data.label_column, cfg.validation.conflicting_labels
+    frame = df[keep]
+    conflicts = _conflicts(frame, text, label)
+    removed = conflicts.rows.copy()
+    detail = (f"{len(conflicts.texts)} texts carried different labels; all their {int(removed.sum())} rows were "
+              "removed before the split")
+    summary = f"{len(conflicts.texts)} texts"
+    if setting == "majority" and len(conflicts.texts):
+        rows = conflicts.rows
+        pairs = pd.DataFrame({"norm": conflicts.norm[rows], "label": frame.loc[rows, label].astype(str)})
+        counts = pairs.groupby(["norm", "label"]).size().rename("n").reset_index()
+        top = counts.groupby("norm").n.transform("max")
+        leaders = counts[counts.n == top]
+        tied = leaders.groupby("norm").size()
+        tied = tied.index[tied > 1]
+        winner = leaders[~leaders.norm.isin(tied)].set_index("norm").label
+        kept = rows & (pairs.norm.map(winner) == pairs.label).reindex(frame.index, fill_value=False)
+        removed = rows & ~kept
+        tie_rows = int(pairs.norm.isin(tied).sum())
+        detail = (f"{len(conflicts.texts) - len(tied)} of {len(conflicts.texts)} texts with different labels keep "
+                  f"the rows of their most frequent label ({int(kept.sum())} rows kept, "
+                  f"{int(removed.sum()) - tie_rows} rows with another label removed); {len(tied)} ties (no single "
+                  f"most frequent label) lost all their {tie_rows} rows; before the split")
+        summary = f"{len(conflicts.texts)} texts, {len(tied)} ties"
+        examples = [f"{e} -> {'tie, removed' if key in tied else 'kept ' + repr(winner[key])}"
+                    for e, key in zip(conflicts.examples, conflicts.texts, strict=False)]
+    else:
+        examples = conflicts.examples
+    return _decision("conflicting_labels", setting, removed.reindex(df.index, fill_value=False), examples, detail,
+                     summary)
+
+
+def _rare_classes(df: pd.DataFrame, cfg: TuneopsConfig, keep: pd.Series) -> PolicyDecision:
+    label, v = cfg.data.label_column, cfg.validation
+    labels = df[label].where(df[label].isna(), df[label].astype(str))
+    counts = labels[keep].dropna().value_counts()
+    small = counts[counts < v.min_rows_per_class]
+    removed = keep & labels.isin(small.index)
+    return _decision("rare_classes", "drop", removed, [f"{k!r}: {n} rows" for k, n in small.head(EXAMPLES).items()],
+                     f"{len(small)} labels had fewer than {v.min_rows_per_class} rows (validation.min_rows_per_class); "
+                     f"their {int(removed.sum())} rows were removed before the split, so the model does not know "
+                     "these labels", f"{len(small)} labels")
+
+
+def apply_policies(df: pd.DataFrame, cfg: TuneopsConfig) -> tuple[pd.DataFrame, list[PolicyDecision]]:
+    """The rows that the data policies keep, and what each policy that is not 'fail' did.
+
+    In order: validation.invalid_texts (null, blank, too short or too long texts), conflicting_labels (drop or
+    majority), rare_classes (counted on the rows the first two kept). The same data and settings always keep the
+    same rows, so validation (which reports it) and preparation (which applies it) agree; the hash-keyed split of
+    a kept row does not depend on the rows removed (the text, id or group keys it).
+    """
+    v = cfg.validation
+    keep = pd.Series(True, index=df.index)
+    decisions = []
+    if v.invalid_texts == "drop":
+        decisions.append(_invalid_texts(df, cfg))
+        keep &= ~decisions[-1].removed
+    if v.conflicting_labels in ("drop", "majority"):
+        decisions.append(_resolve_conflicts(df, cfg, keep))
+        keep &= ~decisions[-1].removed
+    if v.rare_classes == "drop":
+        decisions.append(_rare_classes(df, cfg, keep))
+        keep &= ~decisions[-1].removed
+    return (df if keep.all() else df[keep]), decisions
+
+
+def prepare(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
+    """The validated rows as training reads them: the data policies applied, personal data masked (pii redact)."""
+    kept, _ = apply_policies(df, cfg)
+    return redact(kept, cfg) if cfg.validation.pii_policy == "redact" else kept
 
 
 def redact(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
@@ -345,18 +499,82 @@ def registered_predict(name: str, version: str) -> Predict:
     return predict
 
 
+# ----------------------------------------------------------------------------- baseline
+
+BASELINE_NAME = "TF-IDF + logistic regression"
+# Word 1-2-grams and character 3-5-grams inside word boundaries (robust to typos and inflections), sublinear tf;
+# one multinomial logistic regression. C=10: TF-IDF rows are unit-norm, so the default C=1 underfits short texts.
+TFIDF_C = 10.0
+TFIDF_MAX_ITER = 300
+
+
+def fit_tfidf(texts: list[str], labels: list[str], seed: int = 0) -> Predict:
+    """Fit TF-IDF (word + character n-grams) and logistic regression; a Predict that returns the label and its
+    probability. Seconds on CPU for ten thousand short texts."""
+    import warnings
+
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    features = make_union(
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=2, dtype=np.float32))
+    model = make_pipeline(features, LogisticRegression(C=TFIDF_C, max_iter=TFIDF_MAX_ITER, random_state=seed))
+    with warnings.catch_warnings():  # the iteration cap bounds the time; a nearly converged fit scores the same
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(texts, labels)
+
+    def predict(batch: list[str]) -> tuple[list[str], list[float]]:
+        if not batch:
+            return [], []
+        probabilities = model.predict_proba(batch)
+        best = probabilities.argmax(axis=1)
+        return [str(model.classes_[i]) for i in best], probabilities.max(axis=1).astype(float).tolist()
+
+    return predict
+
+
+def tfidf_baseline(frame: pd.DataFrame, splits: SplitResult, cfg: TuneopsConfig, out_dir: Path) -> Evaluation:
+    """TF-IDF + logistic regression fitted on the run's own training split, scored on the same test rows as the
+    fine-tuned model (per-example predictions, so the gate pairs them): what a bag-of-words model gets for free."""
+    train = pd.read_parquet(splits.paths["train"])
+    text, label = cfg.data.text_column, cfg.data.label_column
+    predict = fit_tfidf(train[text].astype(str).tolist(), train[label].astype(str).tolist(), cfg.training.seed)
+    evaluation = score(predict, frame, cfg, out_dir / "baseline_test.parquet")
+    evaluation.name = BASELINE_NAME
+    evaluation.metrics["train_rows"] = float(len(train))
+    return evaluation
+
+
 def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str,
                     baseline: Evaluation | None = None) -> str:
-    """The evaluation report a reviewer reads: headline metrics, per-class table, gate reasoning."""
+    """The evaluation report a reviewer reads: headline metrics, the baseline, per-class table, gate reasoning."""
     m = challenger.metrics
     per_class = per_class_table(pd.read_parquet(challenger.predictions_path))
     lines = [f"# Evaluation of {cfg.registry.model_name}", "",
              f"Test split: accuracy **{m['accuracy']:.4f}**, macro-F1 **{m['macro_f1']:.4f}**, "
-             f"expected calibration error {m['ece']:.4f}, {m['seconds_per_1000']:.2f} s per 1,000 predictions.", "",
-             decision_md, "", "## Per class", "", "| label | precision | recall | F1 | support |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r.label} | {r.precision:.3f} | {r.recall:.3f} | {r.f1:.3f} | {r.support} |"
-              for r in per_class.sort_values("f1").itertuples()]
+             f"expected calibration error {m['ece']:.4f}, {m['seconds_per_1000']:.2f} s per 1,000 predictions.", ""]
+    if baseline is not None:
+        b = baseline.metrics
+        lines += [f"Baseline ({baseline.name}, fitted on the same {int(b.get('train_rows', 0))} training rows, "
+                  f"scored on the same test rows): accuracy {b['accuracy']:.4f}, macro-F1 {b['macro_f1']:.4f}; "
+                  f"lift of the fine-tuned model: accuracy **{m['accuracy'] - b['accuracy']:+.4f}**, macro-F1 "
+                  f"**{m['macro_f1'] - b['macro_f1']:+.4f}** (the paired confidence interval is the gate's "
+                  "'lift over baseline' check below; gate.min_lift_over_baseline is its bar).", ""]
+        base_f1 = per_class_table(pd.read_parquet(baseline.predictions_path)).set_index("label").f1
+        per_class["baseline_f1"] = per_class.label.map(base_f1).fillna(0.0)
+    lines += [decision_md, "", "## Per class", ""]
+    if baseline is not None:
+        lines += ["| label | precision | recall | F1 | baseline F1 | support |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r.label} | {r.precision:.3f} | {r.recall:.3f} | {r.f1:.3f} | {r.baseline_f1:.3f} | "
+                  f"{r.support} |" for r in per_class.sort_values("f1").itertuples()]
+    else:
+        lines += ["| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [f"| {r.label} | {r.precision:.3f} | {r.recall:.3f} | {r.f1:.3f} | {r.support} |"
+                  for r in per_class.sort_values("f1").itertuples()]
     lines += ["", "Confusion matrix: `evaluation/confusion_matrix.png` and `.csv` on the MLflow run."]
     return "\n".join(lines)
 
@@ -378,6 +596,8 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
         f"- source `{cfg.data.source()}`, fingerprint `{tags['tuneops.data.fingerprint']}`",
         "- split (hash-based, stable as data grows): " + ", ".join(
             f"{n} {splits.sizes[n]} rows (`{splits.fingerprints[n]}`)" for n in ("train", "validation", "test")),
+        *[f"- data policy validation.{k.removeprefix(POLICY_TAG)}: {v}" for k, v in sorted(tags.items())
+          if k.startswith(POLICY_TAG)],
         "", "## Training",
         f"- base model `{cfg.model.base}`, method `{cfg.training.method}`, {cfg.training.epochs:g} epochs, "
         f"lr {cfg.training.learning_rate:g}, max length {cfg.model.max_length} tokens",
@@ -385,7 +605,11 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
         f"- code `{tags['tuneops.code_version']}`, config hash `{tags['tuneops.config_hash']}`", "",
         "## Test metrics",
         f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, expected calibration error "
-        f"{metrics['ece']:.4f}; per-class metrics and the confusion matrix are in the run's `evaluation/` folder.", "",
+        f"{metrics['ece']:.4f}; per-class metrics and the confusion matrix are in the run's `evaluation/` folder."
+        + (f" Baseline {tags['tuneops.baseline.name']} on the same test rows: {cfg.gate.primary_metric} "
+           f"{float(tags[f'tuneops.baseline.test_{cfg.gate.primary_metric}']):.4f}; lift "
+           f"{float(tags[f'tuneops.lift_over_baseline.{cfg.gate.primary_metric}']):+.4f}, CI "
+           f"{tags['tuneops.lift_over_baseline.ci']}." if "tuneops.baseline.name" in tags else ""), "",
         "## Gate decision", tags["tuneops.gate.reason"], "",
         "## Limits",
         "- Knows only the labels above; every input gets one of them, however unrelated (watch confidence and "
@@ -447,13 +671,13 @@ register(TaskFamily(
     summary="text -> label, a sequence classifier",
     noun="classifier",
     peft_task_type="SEQ_CLS",
-    gate_defaults={"primary_metric": "accuracy", "floors": {"accuracy": 0.0}},
+    gate_defaults={"primary_metric": "accuracy", "floors": {"accuracy": 0.0}, "min_lift_over_baseline": 0.0},
     config_problems=config_problems,
     accepts=accepts,
     split_data=lambda cfg: cfg.data,
     input_column=lambda cfg: cfg.data.text_column,
     validate=validate_frame,
-    prepare_data=lambda df, cfg: redact(df, cfg) if cfg.validation.pii_policy == "redact" else df,
+    prepare_data=prepare,
     plan_training=plan_training,
     evaluate=evaluate,
     challenger=classifier_predict,
@@ -463,6 +687,7 @@ register(TaskFamily(
     report_attachments=lambda evaluation: (),
     model_card=model_card,
     pyfunc=pyfunc,
+    baseline=tfidf_baseline,
     search_metric=lambda cfg: (cfg.gate.primary_metric, True),
     prediction_columns=("text", "label", "confidence", "model_version"),
     drift_signals=(*INPUT_SIGNALS, "prediction", "confidence"),
