@@ -392,3 +392,28 @@ def test_an_unexpected_model_error_is_a_logged_500_with_a_json_body(tmp_path, ca
         assert status == 200 and answer["predictions"] == [{"label": "ok", "confidence": 1.0}]
         assert headers["x-tuneops-model-version"] == str(folder)
     assert any("internal error answering POST /invocations" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_a_verified_runtime_serves_and_an_unverifiable_one_is_refused(two_versions, company_csv, tmp_path):
+    """`serving.runtime: onnx` with a config: the server checks onnx against fp32 on the version's validation split
+    (recorded on the version), then answers with fp32's labels and says which runtime answered; the same runtime
+    asked for a plain model URI (no version to record a check on) is refused before serving."""
+    from tuneops.config import ServingConfig, load_config
+    from tuneops.errors import ConfigError
+    from tuneops.server import build_spec, load
+    from tuneops.tracking import client
+
+    config = tmp_path / "serve_onnx.yaml"
+    config.write_text(yaml.safe_dump({"data": {"path": company_csv, "label_column": "category"},
+                                      "registry": {"model_name": two_versions},
+                                      "serving": {"runtime": "onnx", "log_predictions": False}}))
+    cfg = load_config(str(config), [])
+    texts = ["I still have not received my new card", "what is the exchange rate for euros"]
+    with _in_process(build_spec(cfg, cfg.serving, version="1")) as url:
+        status, headers, answer = _call(url, "POST", "/invocations", {"inputs": texts})
+        meta = _call(url, "GET", "/metadata")[2]
+    assert status == 200 and meta["runtime"] == "onnx"
+    assert [p["label"] for p in answer["predictions"]] == _expected("1", texts).label.tolist()
+    assert client().get_model_version(two_versions, "1").tags["tuneops.runtime.onnx.passed"] == "True"
+    with pytest.raises(ConfigError, match="serving.runtime onnx needs a registered model served with --config"):
+        load(build_spec(None, ServingConfig(runtime="onnx"), model_uri=f"models:/{two_versions}/1"), None)
