@@ -40,6 +40,13 @@ TRAINING_QUEUE = "training"
 HEALTH_TIMEOUT_S = 180.0
 # Stopped in this order: the worker first, so no new flow run starts while the servers go away.
 SERVICES = ("worker", "prefect", "mlflow")
+# Prefect 3 learns that a flow run's process died only from missing heartbeats: every flow run the worker starts
+# sends one each HEARTBEAT_S seconds (PREFECT_FLOWS_HEARTBEAT_FREQUENCY; PREFECT_RUNNER_HEARTBEAT_FREQUENCY is
+# its older name; Prefect's minimum is 30), and the automation below marks a running flow run CRASHED when none
+# came for ZOMBIE_AFTER_S seconds. Both can be set in the environment of `tuneops up`.
+HEARTBEAT_S = int(os.environ.get("TUNEOPS_HEARTBEAT_SECONDS", "30"))
+ZOMBIE_AFTER_S = int(os.environ.get("TUNEOPS_ZOMBIE_AFTER_SECONDS", str(3 * HEARTBEAT_S)))
+ZOMBIE_AUTOMATION = "tuneops: crash flow runs whose heartbeats stopped"
 
 
 class StackError(TuneopsError):
@@ -274,6 +281,7 @@ def service_env(settings: StackSettings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.mlflow_url,
         "PYTHONUNBUFFERED": "1",
     })
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))
     return env
 
 
@@ -318,6 +326,39 @@ def _ensure_work_pool(settings: StackSettings, env: dict[str, str], say: Callabl
         raise StackError(f"could not set up work queue {TRAINING_QUEUE}: HTTP {status} {body[:300]!r}")
 
 
+def _ensure_zombie_automation(settings: StackSettings, say: Callable[[str], None]) -> None:
+    """The automation that marks a running flow run CRASHED once its heartbeats stop (its worker or machine
+    died): Prefect's documented proactive trigger, one per flow run, created or updated by name."""
+    automation = {
+        "name": ZOMBIE_AUTOMATION,
+        "description": f"A flow run that sent a heartbeat and then neither another one nor a final state within "
+                       f"{ZOMBIE_AFTER_S} s lost its process: mark it Crashed (tuneops up; infra/stack.py).",
+        "enabled": True,
+        "trigger": {
+            "type": "event", "posture": "Proactive", "after": ["prefect.flow-run.heartbeat"],
+            "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                       "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"],
+            "match": {"prefect.resource.id": ["prefect.flow-run.*"]}, "for_each": ["prefect.resource.id"],
+            "threshold": 1, "within": ZOMBIE_AFTER_S,
+        },
+        "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+                     "message": f"No heartbeat for {ZOMBIE_AFTER_S} s: the process running this flow run died "
+                                "(worker killed or machine lost). Rerun it; training resumes from its last "
+                                "checkpoint."}],
+    }
+    status, body = _post(f"{settings.prefect_api}/automations/filter", {})
+    if status >= 300:
+        raise StackError(f"could not list automations: HTTP {status} {body[:300]!r}")
+    existing = [a["id"] for a in json.loads(body) if a.get("name") == ZOMBIE_AUTOMATION]
+    if existing:
+        status, body = _post(f"{settings.prefect_api}/automations/{existing[0]}", automation, method="PUT")
+    else:
+        status, body = _post(f"{settings.prefect_api}/automations/", automation)
+        say(f"created automation '{ZOMBIE_AUTOMATION}' (heartbeat {HEARTBEAT_S} s, crash after {ZOMBIE_AFTER_S} s)")
+    if status >= 300:
+        raise StackError(f"could not set up the automation '{ZOMBIE_AUTOMATION}': HTTP {status} {body[:300]!r}")
+
+
 def _run(argv: list[str], env: dict[str, str], what: str, timeout: float = 600) -> str:
     proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -350,6 +391,7 @@ def _start(settings: StackSettings, commands: dict[str, tuple[list[str], str, Ca
         wait_until(settings, service, started.get(service) or running_pid(settings, service) or -1, check, what)
     say("MLflow and Prefect servers are healthy")
     _ensure_work_pool(settings, env, say)
+    _ensure_zombie_automation(settings, say)
     argv, what, check, _ = commands["worker"]
     pid = running_pid(settings, "worker")
     if pid is None:

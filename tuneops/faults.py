@@ -13,6 +13,10 @@ dictionary look-up. The points are named ``<area>:<step>``; the ones that exist:
   provenance tags, still marked pending; no description, model card or alias yet;
 - ``promote:after_read_champion`` (tuneops.registry.promote): inside the promotion lock, after the old champion
   was read and before any alias moved.
+
+``TUNEOPS_FAULT_NOTE=alias_lock:waiting`` makes a process write ``<point>.reached`` when it gets there, without
+stopping (:func:`note`): a test waits for that file to know a rival process is blocked where it should be.
+``alias_lock:waiting`` (tuneops.registry.alias_lock) is reached when the lock is found taken by another holder.
 """
 
 from __future__ import annotations
@@ -22,17 +26,27 @@ import time
 from pathlib import Path
 
 PAUSE_ENV = "TUNEOPS_FAULT_PAUSE"
+NOTE_ENV = "TUNEOPS_FAULT_NOTE"
 DIR_ENV = "TUNEOPS_FAULT_DIR"
 MAX_PAUSE_S = 600.0
 _fired: set[str] = set()
 
 
-def marker(point: str) -> Path:
+def marker(point: str, suffix: str = ".paused") -> Path:
     """The file a paused process writes for ``point`` (the test waits for it, then removes it)."""
     from tuneops import settings
 
     folder = Path(os.environ.get(DIR_ENV) or settings.home() / "faults")
-    return folder / f"{point.replace(':', '-')}.paused"
+    return folder / f"{point.replace(':', '-')}{suffix}"
+
+
+def note(point: str) -> None:
+    """Write ``<point>.reached`` if TUNEOPS_FAULT_NOTE names ``point`` (test-only; never waits)."""
+    wanted = os.environ.get(NOTE_ENV)
+    if wanted and point in {p.strip() for p in wanted.split(",")}:
+        path = marker(point, ".reached")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(os.getpid()))
 
 
 def pause_point(point: str) -> None:

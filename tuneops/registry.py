@@ -114,6 +114,8 @@ def alias_lock(name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
 
     from mlflow.exceptions import MlflowException
 
+    from tuneops.faults import note
+
     c, lock = client(), _lock_name(name)
     token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
     deadline = time.monotonic() + wait_s
@@ -126,6 +128,7 @@ def alias_lock(name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        note("alias_lock:waiting")
         held = _lock_holder(lock)
         if held is not None and time.time() - held[1] > LOCK_STALE_S:
             with contextlib.suppress(MlflowException):

@@ -43,7 +43,7 @@ def _versions(name: str, count: int, **tags: str) -> None:
 
 
 def _promote(name: str, version: str, tmp_path: Path, pause: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "TUNEOPS_FAULT_DIR": str(tmp_path)}
+    env = {**os.environ, "TUNEOPS_FAULT_DIR": str(tmp_path), "TUNEOPS_FAULT_NOTE": "alias_lock:waiting"}
     env.pop("PREFECT_API_URL", None)
     if pause:
         env["TUNEOPS_FAULT_PAUSE"] = "promote:after_read_champion"
@@ -67,9 +67,11 @@ def test_racing_promotions_from_two_processes_stay_consistent(store, tmp_path):
         assert time.monotonic() < deadline, "the first promotion never reached its pause point"
         time.sleep(0.1)
     second = _promote(name, "3", tmp_path)
-    time.sleep(4)  # long enough for B to start, read the champion and move it, were it not locked out
-    assert second.poll() is None, f"the second promotion did not wait for the first: {second.communicate()}"
-    assert registry.alias_version(name, "champion") == "1"
+    # B either finishes on its own (no lock: it read v1 too, and the end state below is wrong) or blocks on the lock.
+    waiting = tmp_path / faults.marker("alias_lock:waiting", ".reached").name
+    while second.poll() is None and not waiting.exists():
+        assert time.monotonic() < deadline + 90, "the second promotion neither finished nor waited for the lock"
+        time.sleep(0.1)
     marker.unlink()
     out_a, err_a = first.communicate(timeout=120)
     out_b, err_b = second.communicate(timeout=120)
