@@ -221,10 +221,14 @@ def _post(url: str, payload: object, method: str = "POST", attempts: int = 5) ->
         request = urllib.request.Request(url, data=json.dumps(payload).encode(), method=method,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()
+        except TimeoutError:  # a server just restarted can be slow to answer its first requests
+            if attempt == attempts - 1:
+                raise StackError(f"{url} did not answer within 30 s; see the logs in the stack folder") from None
+            status, body = 504, b""
         if status < 500 or attempt == attempts - 1:
             return status, body
         time.sleep(0.5 * 2 ** attempt)
@@ -313,7 +317,12 @@ def _commands(settings: StackSettings) -> dict[str, tuple[list[str], str, Callab
 def _ensure_work_pool(settings: StackSettings, env: dict[str, str], say: Callable[[str], None]) -> None:
     """The process work pool, and its 'training' queue limited to one run at a time."""
     base = f"{settings.prefect_api}/work_pools/{WORK_POOL}"
-    if _get(base)[0] == 404:
+    try:
+        found = _get(base, timeout=30)[0]
+    except OSError as exc:
+        raise StackError(f"the Prefect server did not answer {base} ({exc}); see {settings.log_file('prefect')}") \
+            from None
+    if found == 404:
         _run([_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"], env,
              f"creating work pool {WORK_POOL}")
         say(f"created work pool {WORK_POOL} (process)")

@@ -128,9 +128,9 @@ def test_mlflow_killed_while_registering_leaves_a_complete_version(stack, tiny_m
     assert version.description and "MODEL_CARD.md" in {
         a.path for a in client.list_artifacts(version.run_id)}
     aliases = client.get_registered_model(name).aliases
-    assert aliases["challenger"] == version.version
+    assert aliases["challenger"] == str(version.version)
     # The alias decision is the gate's: champion moved to this version exactly when it passed (no earlier champion).
-    assert aliases.get("champion") == (version.version if version.tags["tuneops.gate.passed"] == "True" else None)
+    assert aliases.get("champion") == (str(version.version) if version.tags["tuneops.gate.passed"] == "True" else None)
     assert client.get_run(version.run_id).info.status == "FINISHED"
 
 

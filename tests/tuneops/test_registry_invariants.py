@@ -136,3 +136,18 @@ def test_a_stale_lock_of_a_dead_promoter_is_broken(store, monkeypatch):
     with pytest.raises(registry.RegistryError, match="busy-host:2:0.*delete the registered model"):
         with registry.alias_lock(name, wait_s=1):
             pass
+
+
+def test_the_next_registration_drops_a_pending_version_whose_run_ended(store):
+    """A run that died between creating its version and completing it leaves a pending version; the next
+    registration of the model deletes it, but keeps one whose run is still registering."""
+    from mlflow import MlflowClient
+
+    from tuneops import registry
+
+    name = "inv-drop"
+    _versions(name, 2, **{registry.REGISTRATION_TAG: registry.PENDING})
+    c = MlflowClient()
+    c.update_run(c.get_model_version(name, "2").run_id, status="RUNNING")
+    registry._drop_pending(name)
+    assert [str(v.version) for v in c.search_model_versions(f"name = '{name}'")] == ["2"]
