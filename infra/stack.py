@@ -185,6 +185,9 @@ def stop_service(settings: StackSettings, service: str, timeout: float = 20.0) -
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    deadline = time.monotonic() + 10  # a SIGKILLed process is gone a moment later, not at once
+    while time.monotonic() < deadline and any(_start_time(p) for p in victims):
+        time.sleep(0.1)
     settings.pid_file(service).unlink(missing_ok=True)
     return True
 

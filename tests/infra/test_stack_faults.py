@@ -82,7 +82,7 @@ def test_prefect_server_restart_mid_training_ends_in_a_truthful_state(stack, tin
     from tuneops.infra.stack import StackSettings, stop_service
 
     name = "fault-prefect-restart"
-    run_id = _start(stack, "train_model/manual", tiny_config(company_csv, tiny_model, name, training={"epochs": 12}))
+    run_id = _start(stack, "train_model/manual", tiny_config(company_csv, tiny_model, name, training={"epochs": 6}))
     _wait("a first checkpoint", lambda: _checkpoints(stack))
     assert stop_service(StackSettings(home=stack.home), "prefect")
     time.sleep(3)
@@ -138,7 +138,7 @@ def test_killed_worker_crashes_the_run_and_a_rerun_resumes(stack, tiny_model, co
     from tuneops.infra.stack import _children
 
     name = "fault-worker"
-    config = tiny_config(company_csv, tiny_model, name, training={"epochs": 12})
+    config = tiny_config(company_csv, tiny_model, name, training={"epochs": 6})
     earlier = {p.parent.parent for p in _checkpoints(stack)}  # another test's, if its run was interrupted
     run_id = _start(stack, "train_model/manual", config)
     _wait("two epochs checkpointed", lambda: any(e >= 2 for e in _checkpoint_epochs(stack, earlier)))
