@@ -6,7 +6,8 @@
    ``$TUNEOPS_HOME/mlartifacts`` or an ``s3://`` destination);
 2. a Prefect server (SQLite under ``$TUNEOPS_HOME/prefect``, UI included, schedulers on);
 3. the process work pool ``tuneops-process`` with a ``training`` queue that runs one flow at a time;
-4. a Prefect process worker whose flow runs log to the MLflow server;
+4. a Prefect process worker whose flow runs log to the MLflow server and send heartbeats, with the automation
+   that marks a flow run Crashed when its heartbeats stop (its worker or machine died);
 
 then it deploys ``infra/prefect.yaml`` and prints the URLs. Pid files (pid + process start time, so a
 recycled pid is never mistaken for ours) and logs live under ``$TUNEOPS_HOME/stack/``. Running `up`
