@@ -81,7 +81,7 @@ MLFLOW_ARTIFACTS ?=
 DATABASE         ?=
 WORKERS          ?= 1
 
-.PHONY: up down browser-deps postgres-deps
+.PHONY: up down browser-deps postgres-deps screenshots
 
 up: install
 	$(BIN)/tuneops up --host $(STACK_HOST) --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT) \
@@ -101,6 +101,13 @@ browser-deps:
 postgres-deps:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+# Retake the README's screenshots (docs/img/) from the demo's own training: the browser tests start a real stack
+# and run train_model/manual with configs/banking77_lora.yaml, what `make demo` trains (10+ min on 2 cores).
+# `make test` never writes docs/img/ (its screenshots go to pytest's temporary folder).
+screenshots: install browser-deps
+	TUNEOPS_SCREENSHOTS=$(CURDIR)/docs/img TUNEOPS_SCREENSHOT_CONFIG=configs/banking77_lora.yaml \
+		$(BIN)/pytest -q -p no:cacheprovider tests/infra/test_stack.py
+
 # Monitoring story with the real MiniLM: control traffic stays quiet; new intents drift, alert, retrain, promote.
 demo-monitoring: install
 	$(BIN)/python demos/monitoring.py

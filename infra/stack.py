@@ -8,7 +8,9 @@
 2. a Prefect server (SQLite under ``$TUNEOPS_HOME/prefect``, or the database ``prefect`` of that PostgreSQL
    server through asyncpg; UI included, schedulers on);
 3. the process work pool ``tuneops-process`` with a ``training`` queue that runs one flow at a time;
-4. one Prefect process worker (``--workers N``: N of them) whose flow runs log to the MLflow server;
+4. one Prefect process worker (``--workers N``: N of them) whose flow runs log to the MLflow server and send
+   heartbeats, with the automation that marks a flow run Crashed when its heartbeats stop (its worker or
+   machine died);
 
 then it deploys ``infra/prefect.yaml`` and prints the URLs. Pid files (pid + process start time, so a
 recycled pid is never mistaken for ours) and logs live under ``$TUNEOPS_HOME/stack/``. Running `up`
@@ -52,6 +54,13 @@ PREFECT_DATABASE = "prefect"
 # variable, which defaults to AWS_ENDPOINT_URL).
 S3_ENV = ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
           "AWS_DEFAULT_REGION")
+# Prefect 3 learns that a flow run's process died only from missing heartbeats: every flow run the worker starts
+# sends one each HEARTBEAT_S seconds (PREFECT_FLOWS_HEARTBEAT_FREQUENCY; PREFECT_RUNNER_HEARTBEAT_FREQUENCY is
+# its older name; Prefect's minimum is 30), and the automation below marks a running flow run CRASHED when none
+# came for ZOMBIE_AFTER_S seconds. Both can be set in the environment of `tuneops up`.
+HEARTBEAT_S = int(os.environ.get("TUNEOPS_HEARTBEAT_SECONDS", "30"))
+ZOMBIE_AFTER_S = int(os.environ.get("TUNEOPS_ZOMBIE_AFTER_SECONDS", str(3 * HEARTBEAT_S)))
+ZOMBIE_AUTOMATION = "tuneops: crash flow runs whose heartbeats stopped"
 
 
 class StackError(TuneopsError):
@@ -239,10 +248,14 @@ def _post(url: str, payload: object, method: str = "POST", attempts: int = 5) ->
         request = urllib.request.Request(url, data=json.dumps(payload).encode(), method=method,
                                          headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()
+        except TimeoutError:  # a server just restarted can be slow to answer its first requests
+            if attempt == attempts - 1:
+                raise StackError(f"{url} did not answer within 30 s; see the logs in the stack folder") from None
+            status, body = 504, b""
         if status < 500 or attempt == attempts - 1:
             return status, body
         time.sleep(0.5 * 2 ** attempt)
@@ -346,8 +359,11 @@ def backend_env(*, home: Path, mlflow_url: str, prefect_api: str, database: str 
     uris = database_uris(database) if database else {"mlflow": f"sqlite:///{home / 'mlflow.db'}"}
     prefect = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": uris["prefect"]} if "prefect" in uris else {}
     return {
+        # MLflow 3's server also starts a pool of huey job consumers (GenAI jobs) that tuneops never uses: about
+        # seven idle processes per server, which cost start-up time and memory on a 2-core machine.
         "mlflow": {"MLFLOW_BACKEND_STORE_URI": uris["mlflow"],
-                   "MLFLOW_ARTIFACTS_DESTINATION": mlflow_artifacts or str(home / "mlartifacts"), **s3},
+                   "MLFLOW_ARTIFACTS_DESTINATION": mlflow_artifacts or str(home / "mlartifacts"),
+                   "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **s3},
         "prefect": prefect,
         "worker": {"PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": mlflow_url, **s3},
     }
@@ -405,6 +421,7 @@ def service_env(settings: StackSettings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.mlflow_url,
         "PYTHONUNBUFFERED": "1",
     })
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_S))
     return env
 
 
@@ -439,7 +456,12 @@ def _commands(settings: StackSettings) -> dict[str, tuple[list[str], str, Callab
 def _ensure_work_pool(settings: StackSettings, env: dict[str, str], say: Callable[[str], None]) -> None:
     """The process work pool, and its 'training' queue limited to one run at a time."""
     base = f"{settings.prefect_api}/work_pools/{WORK_POOL}"
-    if _get(base)[0] == 404:
+    try:
+        found = _get(base, timeout=30)[0]
+    except OSError as exc:
+        raise StackError(f"the Prefect server did not answer {base} ({exc}); see {settings.log_file('prefect')}") \
+            from None
+    if found == 404:
         _run([_bin("prefect"), "work-pool", "create", WORK_POOL, "--type", "process"], env,
              f"creating work pool {WORK_POOL}")
         say(f"created work pool {WORK_POOL} (process)")
@@ -450,6 +472,39 @@ def _ensure_work_pool(settings: StackSettings, env: dict[str, str], say: Callabl
         status, body = _post(f"{base}/queues/{TRAINING_QUEUE}", {"concurrency_limit": 1}, method="PATCH")
     if status >= 300:
         raise StackError(f"could not set up work queue {TRAINING_QUEUE}: HTTP {status} {body[:300]!r}")
+
+
+def _ensure_zombie_automation(settings: StackSettings, say: Callable[[str], None]) -> None:
+    """The automation that marks a running flow run CRASHED once its heartbeats stop (its worker or machine
+    died): Prefect's documented proactive trigger, one per flow run, created or updated by name."""
+    automation = {
+        "name": ZOMBIE_AUTOMATION,
+        "description": f"A flow run that sent a heartbeat and then neither another one nor a final state within "
+                       f"{ZOMBIE_AFTER_S} s lost its process: mark it Crashed (tuneops up; infra/stack.py).",
+        "enabled": True,
+        "trigger": {
+            "type": "event", "posture": "Proactive", "after": ["prefect.flow-run.heartbeat"],
+            "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                       "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"],
+            "match": {"prefect.resource.id": ["prefect.flow-run.*"]}, "for_each": ["prefect.resource.id"],
+            "threshold": 1, "within": ZOMBIE_AFTER_S,
+        },
+        "actions": [{"type": "change-flow-run-state", "state": "CRASHED",
+                     "message": f"No heartbeat for {ZOMBIE_AFTER_S} s: the process running this flow run died "
+                                "(worker killed or machine lost). Rerun it; training resumes from its last "
+                                "checkpoint."}],
+    }
+    status, body = _post(f"{settings.prefect_api}/automations/filter", {})
+    if status >= 300:
+        raise StackError(f"could not list automations: HTTP {status} {body[:300]!r}")
+    existing = [a["id"] for a in json.loads(body) if a.get("name") == ZOMBIE_AUTOMATION]
+    if existing:
+        status, body = _post(f"{settings.prefect_api}/automations/{existing[0]}", automation, method="PUT")
+    else:
+        status, body = _post(f"{settings.prefect_api}/automations/", automation)
+        say(f"created automation '{ZOMBIE_AUTOMATION}' (heartbeat {HEARTBEAT_S} s, crash after {ZOMBIE_AFTER_S} s)")
+    if status >= 300:
+        raise StackError(f"could not set up the automation '{ZOMBIE_AUTOMATION}': HTTP {status} {body[:300]!r}")
 
 
 def _run(argv: list[str], env: dict[str, str], what: str, timeout: float = 600) -> str:
@@ -485,6 +540,7 @@ def _start(settings: StackSettings, commands: dict[str, tuple[list[str], str, Ca
         wait_until(settings, service, started.get(service) or running_pid(settings, service) or -1, check, what)
     say("MLflow and Prefect servers are healthy")
     _ensure_work_pool(settings, env, say)
+    _ensure_zombie_automation(settings, say)
     pids = {}
     for service in settings.worker_services:
         argv, what, check, _ = commands[service]

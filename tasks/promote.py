@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from prefect import task
+from prefect import get_run_logger, task
 
 from tuneops import registry
 
@@ -20,6 +20,8 @@ def move_alias(name: str, action: Literal["promote", "rollback"], version: str |
             raise registry.RegistryError("promote needs a version; pass version=N")
         if force and not reason.strip():
             raise registry.RegistryError("force=True needs a reason that says why the gate is overridden")
-        previous = registry.promote(name, version, reason, gate_must_pass=not force)
-        champion = version
+        promotion = registry.promote(name, version, reason, gate_must_pass=not force)
+        if not promotion.changed:
+            get_run_logger().warning("%s v%s is already the champion; nothing changed", name, version)
+        champion, previous = promotion.champion, promotion.previous
     return {"model": name, "champion": champion, "previous": previous}

@@ -185,9 +185,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     if args.force and not args.reason:
         raise TuneopsError("--force needs a --reason that says why the gate is overridden")
-    old = registry.promote(args.name, str(args.version), args.reason or "manual promotion",
-                           gate_must_pass=not args.force)
-    print(json.dumps({"model": args.name, "champion": str(args.version), "previous": old}))
+    result = registry.promote(args.name, str(args.version), args.reason or "manual promotion",
+                              gate_must_pass=not args.force)
+    if not result.changed:
+        print(f"{args.name} v{result.champion} is already the champion; nothing changed (previous: "
+              f"{'v' + result.previous if result.previous else 'none'})", file=sys.stderr)
+    print(json.dumps({"model": args.name, "champion": result.champion, "previous": result.previous,
+                      "changed": result.changed}))
     return 0
 
 

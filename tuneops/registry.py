@@ -6,7 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,8 +73,101 @@ def version_for_run(name: str, run_id: str) -> str | None:
     return str(versions[0].version) if versions else None
 
 
-def promote(name: str, version: str, reason: str, *, gate_must_pass: bool = True) -> str | None:
-    """Point 'champion' at ``version``; the old champion becomes 'previous'. Returns the old champion."""
+@dataclass(frozen=True)
+class Promotion:
+    """What a promotion left in the registry: ``changed`` is False when ``version`` already was the champion."""
+
+    champion: str
+    previous: str | None
+    changed: bool
+
+
+PENDING, COMPLETE = "pending", "complete"
+REGISTRATION_TAG = "tuneops.registration"
+"""A version is written ``pending`` and marked ``complete`` once its description and model card are in; versions
+from before this tag existed carry none and count as complete."""
+
+LOCK_WAIT_S = 60.0
+LOCK_STALE_S = 120.0
+
+
+def _lock_name(name: str) -> str:
+    return f"{name}.tuneops-alias-lock"
+
+
+@contextlib.contextmanager
+def alias_lock(name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the alias lock of registered model ``name`` for the length of the block.
+
+    MLflow has no transactions, and setting an alias is last-writer-wins, so a promotion that reads 'champion',
+    then moves 'previous' and 'champion', is a read-modify-write that two processes can interleave (both read v1,
+    both set previous=v1, one champion is lost). The one atomic test-and-set MLflow's REST API offers is creating
+    an object under a unique name: the backend's unique constraint makes exactly one of two concurrent
+    ``create_registered_model`` calls succeed (the other gets RESOURCE_ALREADY_EXISTS). So the lock is a
+    registered model named ``<name>.tuneops-alias-lock``, tagged with its holder and the time it was taken, and
+    deleted on release; every alias move of ``name`` (promote, rollback, registration's auto-promotion) happens
+    inside it. A holder that died leaves its lock behind: a lock older than LOCK_STALE_S (a promotion takes well
+    under a second) is broken by the next promoter. Breaking is the one unprotected step (two waiters could break
+    the same stale lock at the same instant); it only happens after a crash in the middle of a promotion.
+    """
+    import socket
+
+    from mlflow.exceptions import MlflowException
+
+    from tuneops.faults import note
+
+    c, lock = client(), _lock_name(name)
+    token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            c.create_registered_model(lock, tags={"tuneops.lock.holder": token,
+                                                  "tuneops.lock.acquired_at": f"{time.time():.3f}"},
+                                      description=f"Lock held while the aliases of {name} move; not a model.")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        note("alias_lock:waiting")
+        held = _lock_holder(lock)
+        if held is not None and time.time() - held[1] > LOCK_STALE_S:
+            with contextlib.suppress(MlflowException):
+                c.delete_registered_model(lock)
+            continue
+        if time.monotonic() > deadline:
+            who = f"{held[0]} since {datetime.fromtimestamp(held[1], UTC).isoformat(timespec='seconds')}" \
+                if held else "another process"
+            raise RegistryError(f"the aliases of {name} are being moved by {who}; retry in a minute, or if no "
+                                f"promotion is running, delete the registered model '{lock}' in the MLflow UI")
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        held = _lock_holder(lock)
+        if held is not None and held[0] == token:
+            with contextlib.suppress(MlflowException):
+                c.delete_registered_model(lock)
+
+
+def _lock_holder(lock: str) -> tuple[str, float] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client().get_registered_model(lock).tags
+    except MlflowException:
+        return None
+    try:
+        return tags["tuneops.lock.holder"], float(tags["tuneops.lock.acquired_at"])
+    except (KeyError, ValueError):
+        return "an unknown holder", 0.0
+
+
+def promote(name: str, version: str, reason: str, *, gate_must_pass: bool = True) -> Promotion:
+    """Point 'champion' at ``version``; the old champion becomes 'previous'. Says so when nothing changes.
+
+    The read of the old champion and both alias moves happen under :func:`alias_lock`, so racing promotions
+    serialise: each sees the champion the other left, and 'previous' always names the champion it replaced.
+    """
     c = client()
     from mlflow.exceptions import MlflowException
 
@@ -78,31 +175,39 @@ def promote(name: str, version: str, reason: str, *, gate_must_pass: bool = True
         mv = c.get_model_version(name, version)
     except MlflowException:
         raise RegistryError(f"model {name} has no version {version}; list versions in the MLflow UI") from None
+    if mv.tags.get(REGISTRATION_TAG, COMPLETE) != COMPLETE:
+        raise RegistryError(f"{name} v{version} is a half-written registration (its run failed while registering "
+                            "it); it cannot be promoted. Rerun the training, which registers a complete version")
     if gate_must_pass and mv.tags.get("tuneops.gate.passed") != "True":
         raise RegistryError(f"{name} v{version} did not pass its gate ({mv.tags.get('tuneops.gate.reason')}); "
                             "promote it with --force and a --reason if you are sure")
-    old = alias_version(name, "champion")
-    if old == version:
-        return old
-    if old is not None:
-        c.set_registered_model_alias(name, "previous", old)
-    c.set_registered_model_alias(name, "champion", version)
+    from tuneops.faults import pause_point
+
+    with alias_lock(name):
+        old = alias_version(name, "champion")
+        if old == version:
+            return Promotion(version, alias_version(name, "previous"), changed=False)
+        pause_point("promote:after_read_champion")
+        if old is not None:
+            c.set_registered_model_alias(name, "previous", old)
+        c.set_registered_model_alias(name, "champion", version)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     c.set_model_version_tag(name, version, "tuneops.promoted_at", now)
     c.set_model_version_tag(name, version, "tuneops.promoted_from", old or "none")
     c.set_model_version_tag(name, version, "tuneops.promotion_reason", reason[:5000])
-    return old
+    return Promotion(version, old, changed=True)
 
 
 def rollback(name: str, reason: str = "rollback") -> tuple[str, str]:
     """Make 'previous' the champion again; the replaced champion becomes 'previous'."""
-    previous, current = alias_version(name, "previous"), alias_version(name, "champion")
-    if previous is None or current is None:
-        raise RegistryError(f"model {name} has no 'previous' version to roll back to (champion: "
-                            f"{current or 'none'}); promote a version explicitly with `tuneops promote`")
     c = client()
-    c.set_registered_model_alias(name, "champion", previous)
-    c.set_registered_model_alias(name, "previous", current)
+    with alias_lock(name):
+        previous, current = alias_version(name, "previous"), alias_version(name, "champion")
+        if previous is None or current is None:
+            raise RegistryError(f"model {name} has no 'previous' version to roll back to (champion: "
+                                f"{current or 'none'}); promote a version explicitly with `tuneops promote`")
+        c.set_registered_model_alias(name, "champion", previous)
+        c.set_registered_model_alias(name, "previous", current)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     c.set_model_version_tag(name, previous, "tuneops.promoted_at", now)
     c.set_model_version_tag(name, previous, "tuneops.promoted_from", current)
@@ -156,18 +261,33 @@ def provenance_tags(cfg: TuneopsConfig, data_fingerprint: str, splits: SplitResu
 
 def log_and_register(trained: TrainResult, cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult,
                      metrics: dict[str, float], should_promote: bool, run_id: str) -> Registration:
-    """Log the pyfunc, register one version (reused on retry), set 'challenger', maybe 'champion'."""
+    """Log the pyfunc, register one version (reused on retry), set 'challenger', maybe 'champion'.
+
+    The order makes a killed MLflow server (or a killed process) leave a complete version or an inert one:
+
+    1. the pyfunc and its artifacts are logged to the run (a failure here leaves no version);
+    2. the version is created with every provenance tag in the same call, marked ``tuneops.registration=pending``;
+    3. its description and the run's MODEL_CARD.md are written, then the mark becomes ``complete``;
+    4. only a complete version gets aliases: 'challenger', then 'champion' if the gate passed (under the lock).
+
+    Every step is idempotent and keyed by the run, so a retry of the task (or a rerun of the registration) finds
+    the pending version and finishes it. If every retry fails, the pending version is inert: no alias points at
+    it, :func:`promote` refuses it, and the next registration of the model deletes it (:func:`_drop_pending`).
+    """
     import mlflow
     from mlflow.models import infer_signature
 
     import tuneops
     from tuneops import families
+    from tuneops.faults import pause_point
     from tuneops.runtimes import MODEL_CONFIG
 
     name = cfg.registry.model_name
+    c = client()
     version = version_for_run(name, run_id)
+    family = families.of(cfg)
     if version is None:
-        family = families.of(cfg)
+        _drop_pending(name)
         card = family.model_card(cfg, tags, splits, metrics, trained)
         python_model, example, output = family.pyfunc()
         (Path(trained.model_dir) / "MODEL_CARD.md").write_text(card)
@@ -184,12 +304,36 @@ def log_and_register(trained: TrainResult, cfg: TuneopsConfig, tags: dict[str, s
                 model_config=dict(MODEL_CONFIG),  # load_model(model_config={"runtime": ...}) may override it
             )
             # Tags go in with the version in one call: no version ever exists without its provenance.
-            version = str(mlflow.register_model(info.model_uri, name, tags=tags).version)
-        client().update_model_version(name, version, description=card)
-        client().log_text(run_id, card, "MODEL_CARD.md")
-    c = client()
+            version = str(mlflow.register_model(info.model_uri, name,
+                                                tags={**tags, REGISTRATION_TAG: PENDING}).version)
+        pause_point("register:after_create_version")
+    if c.get_model_version(name, version).tags.get(REGISTRATION_TAG, COMPLETE) != COMPLETE:
+        card = family.model_card(cfg, tags, splits, metrics, trained)
+        c.update_model_version(name, version, description=card)
+        c.log_text(run_id, card, "MODEL_CARD.md")
+        c.set_model_version_tag(name, version, REGISTRATION_TAG, COMPLETE)
     c.set_registered_model_alias(name, "challenger", version)
     previous = alias_version(name, "champion")
     if should_promote:
-        promote(name, version, tags["tuneops.gate.reason"], gate_must_pass=True)
+        promotion = promote(name, version, tags["tuneops.gate.reason"], gate_must_pass=True)
+        if not promotion.changed:  # a retry after the aliases had moved: report the champion it replaced
+            promoted_from = c.get_model_version(name, version).tags.get("tuneops.promoted_from")
+            previous = None if promoted_from in (None, "none") else promoted_from
     return Registration(name, version, f"models:/{name}/{version}", should_promote, previous)
+
+
+def _drop_pending(name: str) -> None:
+    """Delete the half-written versions of ``name`` whose run has ended (a registration that never finished).
+
+    A pending version of a run that is still RUNNING may be another process's registration in progress: kept.
+    """
+    from mlflow.exceptions import MlflowException
+
+    c = client()
+    for mv in c.search_model_versions(f"name = '{name}' and tag.`{REGISTRATION_TAG}` = '{PENDING}'"):
+        try:
+            status = c.get_run(mv.run_id).info.status if mv.run_id else "FAILED"
+        except MlflowException:
+            status = "FAILED"
+        if status != "RUNNING":
+            c.delete_model_version(name, mv.version)

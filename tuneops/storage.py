@@ -53,6 +53,32 @@ def s3_client() -> Any:
                                             connect_timeout=5, read_timeout=60))
 
 
+RETRY_ENV = "TUNEOPS_S3_RETRY_SECONDS"
+
+
+def _retrying(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call(*args, **kwargs)``, retried while the S3 endpoint refuses or drops connections.
+
+    botocore's own retries (5 attempts, adaptive) span a few seconds; an endpoint that restarts, fails over or is
+    briefly unreachable takes longer. Connection-level errors only (never an answer such as AccessDenied) are
+    retried with doubling waits (0.5 s up to 8 s) for at most TUNEOPS_S3_RETRY_SECONDS (default 120 s) in all.
+    """
+    import time
+
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
+
+    deadline = time.monotonic() + float(os.environ.get(RETRY_ENV, "120"))
+    wait = 0.5
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError):
+            if time.monotonic() + wait > deadline:
+                raise
+            time.sleep(wait)
+            wait = min(wait * 2, 8.0)
+
+
 def _s3_error(exc: Exception, uri: str) -> DataError:
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
@@ -131,7 +157,7 @@ def read_bytes(source: Source) -> bytes:
 
         bucket, key = split_s3(source.uri)
         try:
-            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return _retrying(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
         except (BotoCoreError, ClientError) as exc:
             raise _s3_error(exc, source.uri) from None
     return Path(source.uri).read_bytes()
@@ -218,7 +244,7 @@ def write_bytes(data: bytes, uri: str) -> None:
 
         bucket, key = split_s3(uri)
         try:
-            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+            _retrying(s3_client().put_object, Bucket=bucket, Key=key, Body=data)
         except (BotoCoreError, ClientError) as exc:
             raise _s3_error(exc, uri) from None
         return
@@ -241,13 +267,14 @@ def list_keys(uri: str) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, prefix = split_s3(uri.rstrip("/") + "/")
-        keys: list[str] = []
+        def every_key() -> list[str]:
+            pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return [obj["Key"][len(prefix):] for page in pages for obj in page.get("Contents", [])]
+
         try:
-            for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                keys += [obj["Key"][len(prefix):] for obj in page.get("Contents", [])]
+            return _retrying(every_key)
         except (BotoCoreError, ClientError) as exc:
             raise _s3_error(exc, uri) from None
-        return keys
     root = Path(uri)
     return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
 
@@ -273,6 +300,6 @@ def delete_folder(uri: str) -> None:
     keys = [{"Key": prefix + k} for k in list_keys(uri)]
     try:
         for i in range(0, len(keys), 1000):
-            s3_client().delete_objects(Bucket=bucket, Delete={"Objects": keys[i:i + 1000]})
+            _retrying(s3_client().delete_objects, Bucket=bucket, Delete={"Objects": keys[i:i + 1000]})
     except (BotoCoreError, ClientError) as exc:
         raise _s3_error(exc, uri) from None

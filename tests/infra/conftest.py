@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +20,12 @@ from tests.conftest import ROOT, tiny_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-# The README's screenshots are tracked files: a test run leaves them alone (they go to a temporary folder) unless
-# TUNEOPS_SCREENSHOTS names a folder, e.g. TUNEOPS_SCREENSHOTS=docs/img make test to retake them.
-SCREENSHOTS = Path(os.environ.get("TUNEOPS_SCREENSHOTS") or tempfile.mkdtemp(prefix="tuneops-screenshots-"))
+# The README's screenshots (docs/img/) are tracked files: a test run writes its screenshots to pytest's temporary
+# folder. `make screenshots` alone sets TUNEOPS_SCREENSHOTS=docs/img and TUNEOPS_SCREENSHOT_CONFIG to the demo's
+# config, so the browser tests run the real demo training on the stack and retake the README's images from it.
+SCREENSHOT_CONFIG = os.environ.get("TUNEOPS_SCREENSHOT_CONFIG")
 UI_MODEL_NAME = "banking77-tiny"
-RUN_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 3600 if SCREENSHOT_CONFIG else 300
 
 
 def free_port() -> int:
@@ -65,11 +66,13 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
-    """`tuneops up` on free ports; `tuneops down` afterwards, checked to leave no process behind."""
+def stack(tmp_path_factory, request) -> Iterator[Stack]:
+    """`tuneops up` on free ports; `tuneops down` afterwards, checked to leave no process behind.
+
+    A test module may set ``STACK_ENV`` (a dict) for the environment the stack starts with."""
     home = tmp_path_factory.mktemp("stack-home")
     prefect_port, mlflow_port = free_port(), free_port()
-    env = {**os.environ, "TUNEOPS_HOME": str(home)}
+    env = {**os.environ, "TUNEOPS_HOME": str(home), **getattr(request.module, "STACK_ENV", {})}
     for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PREFECT_HOME"):
         env.pop(key, None)
     s = Stack(home, f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}", env)
@@ -105,7 +108,12 @@ def trained_run(stack, tiny_model, company_csv) -> dict:
     import httpx
 
     deployment = httpx.get(f"{stack.api}/deployments/name/train_model/manual").json()
-    config = tiny_config(company_csv, tiny_model, UI_MODEL_NAME)
+    if SCREENSHOT_CONFIG:  # `make screenshots`: the demo's own config, so the README shows the demo's champion
+        from tuneops.config import load_config
+
+        config = load_config(SCREENSHOT_CONFIG)
+    else:
+        config = tiny_config(company_csv, tiny_model, UI_MODEL_NAME)
     response = httpx.post(f"{stack.api}/deployments/{deployment['id']}/create_flow_run",
                           json={"parameters": {"config": config.model_dump(mode="json")}})
     assert response.status_code == 201, response.text
@@ -150,15 +158,37 @@ def page_text(driver, *expected: str, timeout: float = 60) -> str:
     raise AssertionError(f"{driver.current_url} never showed {missing}; it shows:\n{text[:2000]}")
 
 
-def screenshot(driver, name: str, width: int = 1000) -> Path:
-    """Save a small PNG (scaled down, 256-colour palette) for the README."""
-    from io import BytesIO
+@pytest.fixture(scope="session")
+def ui_model_name() -> str:
+    """The registered model the UI pages show: the tiny test model's, or the demo's under `make screenshots`."""
+    if SCREENSHOT_CONFIG:
+        from tuneops.config import load_config
 
-    from PIL import Image
+        return load_config(SCREENSHOT_CONFIG).registry.model_name
+    return UI_MODEL_NAME
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    image = Image.open(BytesIO(driver.get_screenshot_as_png())).convert("RGB")
-    image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
-    path = SCREENSHOTS / f"{name}.png"
-    image.quantize(colors=256).save(path, optimize=True)
-    return path
+
+@pytest.fixture(scope="session")
+def screenshots_dir(tmp_path_factory) -> Path:
+    """Where screenshots go: pytest's temporary folder, or TUNEOPS_SCREENSHOTS (set by `make screenshots`)."""
+    chosen = os.environ.get("TUNEOPS_SCREENSHOTS")
+    return Path(chosen).resolve() if chosen else tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="session")
+def screenshot(screenshots_dir) -> Callable[..., Path]:
+    """``screenshot(driver, name)`` saves a small PNG (scaled down, 256-colour palette) under screenshots_dir."""
+
+    def take(driver, name: str, width: int = 1000) -> Path:
+        from io import BytesIO
+
+        from PIL import Image
+
+        screenshots_dir.mkdir(parents=True, exist_ok=True)
+        image = Image.open(BytesIO(driver.get_screenshot_as_png())).convert("RGB")
+        image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+        path = screenshots_dir / f"{name}.png"
+        image.quantize(colors=256).save(path, optimize=True)
+        return path
+
+    return take

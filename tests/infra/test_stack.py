@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from tests.infra.conftest import UI_MODEL_NAME, alive, page_text, screenshot
+from tests.infra.conftest import alive, page_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -75,7 +75,7 @@ def test_deployments_pools_limits_and_typed_parameters(stack):
     assert refused.status_code == 409 and "epochs" in refused.text, refused.text
 
 
-def test_deployment_run_trains_gates_and_registers_on_the_servers(stack, trained_run):
+def test_deployment_run_trains_gates_and_registers_on_the_servers(stack, trained_run, ui_model_name):
     """A run created like the UI's Run button is executed by the process worker and logs to the MLflow server."""
     assert trained_run["state"]["type"] == "COMPLETED", trained_run["state"]
     assert trained_run["work_queue_name"] == "training"
@@ -85,7 +85,7 @@ def test_deployment_run_trains_gates_and_registers_on_the_servers(stack, trained
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
-    champion = client.get_model_version_by_alias(UI_MODEL_NAME, "champion")
+    champion = client.get_model_version_by_alias(ui_model_name, "champion")
     assert champion.tags["tuneops.gate.passed"] == "True"
     run = client.get_run(champion.run_id)
     assert run.info.status == "FINISHED"
@@ -94,7 +94,7 @@ def test_deployment_run_trains_gates_and_registers_on_the_servers(stack, trained
     assert (stack.home / "mlflow.db").exists()
 
 
-def test_prefect_ui_lists_the_deployments_and_the_schedule(stack, browser):
+def test_prefect_ui_lists_the_deployments_and_the_schedule(stack, browser, screenshot):
     browser.get(f"{stack.prefect_url}/deployments")
     text = page_text(browser, "Deployments", "retrain", "nightly", "train_model", "promote_model", "score_batch")
     assert "manual" in text
@@ -105,7 +105,7 @@ def test_prefect_ui_lists_the_deployments_and_the_schedule(stack, browser):
     screenshot(browser, "prefect-schedule")
 
 
-def test_prefect_ui_run_form_is_typed_and_described(stack, browser):
+def test_prefect_ui_run_form_is_typed_and_described(stack, browser, screenshot):
     manual = deployment(stack, "train_model/manual")
     browser.get(f"{stack.prefect_url}/deployments/deployment/{manual['id']}/run")
     page_text(browser, "Parameters", "Dataset file (CSV, JSONL or Parquet", "Adapter rank",
@@ -113,7 +113,8 @@ def test_prefect_ui_run_form_is_typed_and_described(stack, browser):
     screenshot(browser, "prefect-run-form")
 
 
-def test_prefect_ui_shows_the_finished_run_and_its_artifacts(stack, trained_run, browser):
+def test_prefect_ui_shows_the_finished_run_and_its_artifacts(stack, trained_run, browser, screenshot,
+                                                             ui_model_name):
     browser.set_window_size(1280, 1500)  # the artifact cards render only once they are in view
     try:
         browser.get(f"{stack.prefect_url}/runs/flow-run/{trained_run['id']}")
@@ -126,13 +127,14 @@ def test_prefect_ui_shows_the_finished_run_and_its_artifacts(stack, trained_run,
     outcome = httpx.post(f"{stack.api}/artifacts/filter", json={"artifacts": {
         "flow_run_id": {"any_": [trained_run["id"]]}, "key": {"any_": ["training-outcome"]}}}).json()[0]
     browser.get(f"{stack.prefect_url}/artifacts/artifact/{outcome['id']}")
-    page_text(browser, f"{UI_MODEL_NAME} v1", "Promoted to champion", "accuracy")
+    page_text(browser, f"{ui_model_name} v1", "Promoted to champion", "accuracy")
     screenshot(browser, "prefect-training-outcome")
 
 
-def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(stack, trained_run, browser):
-    browser.get(f"{stack.mlflow_url}/#/models/{UI_MODEL_NAME}")
-    page_text(browser, UI_MODEL_NAME, "Version 1", "@ champion", "@ challenger")
+def test_mlflow_ui_shows_the_registered_model_with_its_champion_alias(stack, trained_run, browser, screenshot,
+                                                                     ui_model_name):
+    browser.get(f"{stack.mlflow_url}/#/models/{ui_model_name}")
+    page_text(browser, ui_model_name, "Version 1", "@ champion", "@ challenger")
     for close in browser.find_elements("css selector", "button[aria-label='Close']"):
         if close.is_displayed():
             close.click()
