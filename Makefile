@@ -53,7 +53,7 @@ demo-dpo: install
 	$(BIN)/tuneops train configs/nlupp_dpo.yaml
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 lint: install
 	$(BIN)/ruff check .
