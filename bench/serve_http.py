@@ -177,6 +177,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes of each server (default 1)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; 2 runs A B B A (default 1: A B)")
     parser.add_argument("--warmup", type=int, default=16, help="requests sent to each server before timing")
+    parser.add_argument("--runtime", default="fp32", help="serving.runtime of `tuneops serve` (int8, onnx, auto, ...; "
+                        "default fp32): checked against fp32 on the version first, so it needs the demo config; "
+                        "mlflow models serve always runs fp32")
     args = parser.parse_args()
     if not 0 < args.duration <= 60:
         parser.error("--duration must be between 0 and 60 seconds")
@@ -206,10 +209,17 @@ def main() -> None:
     tuneops_url = f"http://127.0.0.1:{serving.port}"
     tuneops_argv = [sys.executable, "-m", "tuneops.cli", "serve", "--model-uri", pinned, "--port", str(serving.port),
                     "--workers", str(args.workers)]
+    if args.runtime != "fp32":  # a runtime's agreement check is recorded on the version, under the config's rules
+        if spec.model_name is None or args.model_uri is not None:
+            parser.error("--runtime other than fp32 serves the demo config's champion: leave out --model-uri")
+        tuneops_argv = [sys.executable, "-m", "tuneops.cli", "serve", "--config", str(ROOT / DEMO_CONFIGS[args.family]),
+                        "--version", str(version), "--port", str(serving.port), "--workers", str(args.workers),
+                        "--set", f"serving.runtime={args.runtime}"]
     mlflow_spec = build_spec(None, ServingConfig(workers=args.workers, port=free_port()), model_uri=pinned)
     mlflow_argv, mlflow_env = mlflow_serve_command(mlflow_spec)
     mlflow_url = f"http://127.0.0.1:{mlflow_spec.serving['port']}"
-    print(f"{pinned} from {os.environ['MLFLOW_TRACKING_URI']}: {args.clients} clients, {args.workers} worker(s), "
+    print(f"{pinned} (tuneops serve on {args.runtime}) from {os.environ['MLFLOW_TRACKING_URI']}: {args.clients} "
+          f"clients, {args.workers} worker(s), "
           f"{args.duration:g} s or {args.max_requests} requests per phase, {args.rounds} round(s); logs in {folder}",
           flush=True)
     servers = {"tuneops serve": (tuneops_url, start("tuneops-serve", tuneops_argv, env, tuneops_url, folder)),
