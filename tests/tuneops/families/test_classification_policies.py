@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from tests.conftest import tiny_config
+from tests.tuneops.families.test_classification import frame
 from tuneops import families
 from tuneops.config import DataConfig, SplitConfig
 from tuneops.families.classification import apply_policies, fit_tfidf, prepare
@@ -13,13 +14,6 @@ from tuneops.splits import assign_splits
 
 FAMILY = families.get("classification")
 
-
-def frame(rows: dict[str, int]) -> pd.DataFrame:
-    texts, labels = [], []
-    for label, n in rows.items():
-        texts += [f"message {i} about {label}" for i in range(n)]
-        labels += [label] * n
-    return pd.DataFrame({"text": texts, "category": labels})
 
 
 def conflicted() -> pd.DataFrame:
