@@ -3,6 +3,7 @@ temporary TUNEOPS_HOME, a finished train_model deployment run on it, and headles
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -65,28 +66,36 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, request) -> Iterator[Stack]:
-    """`tuneops up` on free ports; `tuneops down` afterwards, checked to leave no process behind.
-
-    A test module may set ``STACK_ENV`` (a dict) for the environment the stack starts with."""
-    home = tmp_path_factory.mktemp("stack-home")
+@contextlib.contextmanager
+def running_stack(home: Path, *up_args: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """`tuneops up UP_ARGS` on free ports with ``home`` as TUNEOPS_HOME (``env`` added to the environment);
+    `tuneops down` afterwards, checked to leave no process behind. ``up_output`` holds what `up` printed."""
     prefect_port, mlflow_port = free_port(), free_port()
-    env = {**os.environ, "TUNEOPS_HOME": str(home), **getattr(request.module, "STACK_ENV", {})}
+    env = {**os.environ, "TUNEOPS_HOME": str(home), **(env or {})}
     for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PREFECT_HOME"):
         env.pop(key, None)
     s = Stack(home, f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}", env)
     started: dict[str, int] = {}
     try:
-        proc = s.cli("up", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port))
+        proc = s.cli("up", *up_args, "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port))
         started = s.pids()
         assert proc.returncode == 0, f"tuneops up failed:\n{proc.stdout}\n{proc.stderr}"
+        s.up_output = proc.stdout  # type: ignore[attr-defined]
         yield s
     finally:
         started.update(s.pids())
         down = s.cli("down", timeout=120)
         leftovers = {name: pid for name, pid in started.items() if alive(pid)}
         assert down.returncode == 0 and not leftovers, f"tuneops down left {leftovers}: {down.stdout}{down.stderr}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, request) -> Iterator[Stack]:
+    """`tuneops up` on free ports; `tuneops down` afterwards, checked to leave no process behind.
+
+    A test module may set ``STACK_ENV`` (a dict) for the environment the stack starts with."""
+    with running_stack(tmp_path_factory.mktemp("stack-home"), env=getattr(request.module, "STACK_ENV", {})) as s:
+        yield s
 
 
 def wait_for_run(api: str, run_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_bucket, tiny_config
-from tests.infra.conftest import Stack, alive, free_port, wait_for_run
+from tests.infra.conftest import Stack, alive, free_port, running_stack, wait_for_run
 from tests.infra.postgres_server import Postgres, find_bindir, postgres_server
 from tuneops.infra import stack as stack_code
 
@@ -49,25 +49,10 @@ def sql(pg: Postgres, database: str, query: str) -> list[str]:
 def team(pg, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
     """`tuneops up --database ... --workers 2 --mlflow-artifacts s3://...`; `tuneops down` after, checked."""
     make_bucket(BUCKET)
-    home = tmp_path_factory.mktemp("team-home")
-    prefect_port, mlflow_port = free_port(), free_port()
-    env = {**os.environ, "TUNEOPS_HOME": str(home)}  # carries the S3 endpoint and credentials (s3_endpoint)
-    for key in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "PREFECT_HOME"):
-        env.pop(key, None)
-    s = Stack(home, f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}", env)
-    started: dict[str, int] = {}
-    try:
-        proc = s.cli("up", "--database", pg.url, "--workers", "2", "--mlflow-artifacts", f"s3://{BUCKET}/mlflow",
-                     "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port))
-        started = s.pids()
-        assert proc.returncode == 0, f"tuneops up failed:\n{proc.stdout}\n{proc.stderr}"
-        s.up_output = proc.stdout  # type: ignore[attr-defined]
+    # the environment carries the S3 endpoint and credentials (s3_endpoint)
+    with running_stack(tmp_path_factory.mktemp("team-home"), "--database", pg.url, "--workers", "2",
+                       "--mlflow-artifacts", f"s3://{BUCKET}/mlflow") as s:
         yield s
-    finally:
-        started.update(s.pids())
-        down = s.cli("down", timeout=120)
-        leftovers = {name: pid for name, pid in started.items() if alive(pid)}
-        assert down.returncode == 0 and not leftovers, f"tuneops down left {leftovers}: {down.stdout}{down.stderr}"
 
 
 def start(team: Stack, deployment: str, parameters: dict) -> str:
