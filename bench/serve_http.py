@@ -17,8 +17,11 @@ champion with one prompt per request and adds prompts/s and generated tokens/s.
     .venv/bin/python bench/serve_http.py --train
     # after `make demo-llm`:
     .venv/bin/python bench/serve_http.py --family causal --model-uri models:/banking77-instruct@champion
+    # after `make demo-dpo` (its supervised NLU++ champion answers bare customer messages):
+    .venv/bin/python bench/serve_http.py --family causal --config configs/nlupp_intents_llm.yaml \
+        --prompt-template '{text}'
 
-The texts are BANKING77 training queries (a causal LM gets them as "Which intent: <query>"), cycled.
+The texts are BANKING77 training queries (a causal LM gets them through --prompt-template), cycled.
 """
 
 from __future__ import annotations
@@ -168,6 +171,8 @@ def main() -> None:
                         help="classifier: one text per request; causal: one prompt per request (default classifier)")
     parser.add_argument("--model-uri", help="models:/NAME@ALIAS or models:/NAME/N (default: the demo config's "
                         "champion)")
+    parser.add_argument("--config", help="config whose champion and serving settings are served (default: the "
+                        "family's demo config, configs/banking77_lora.yaml or configs/banking77_instruct.yaml)")
     parser.add_argument("--tracking-uri", help="MLflow store (default MLFLOW_TRACKING_URI, else $TUNEOPS_HOME's)")
     parser.add_argument("--train", action="store_true", help="train the demo config first (`tuneops train`)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per phase (default 20, at "
@@ -177,6 +182,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes of each server (default 1)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; 2 runs A B B A (default 1: A B)")
     parser.add_argument("--warmup", type=int, default=16, help="requests sent to each server before timing")
+    parser.add_argument("--prompt-template", default="Which intent: {text}",
+                        help="how a causal LM gets each query, '{text}' replaced (default 'Which intent: {text}'; "
+                        "the NLU++ extractor of configs/nlupp_intents_llm.yaml takes the bare message: '{text}')")
+    parser.add_argument("--max-wait-ms", type=float, help="serving.max_wait_ms of `tuneops serve` (default: the "
+                        "config's, 2 ms unless it says otherwise)")
     parser.add_argument("--runtime", default="fp32", help="serving.runtime of `tuneops serve` (int8, onnx, auto, ...; "
                         "default fp32): checked against fp32 on the version first, so it needs the demo config; "
                         "mlflow models serve always runs fp32")
@@ -187,34 +197,38 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     settings.configure_environment()
     if args.train:
-        subprocess.run([sys.executable, "-m", "tuneops.cli", "train", DEMO_CONFIGS[args.family]], check=True,
-                       cwd=ROOT)
+        subprocess.run([sys.executable, "-m", "tuneops.cli", "train", args.config or DEMO_CONFIGS[args.family]],
+                       check=True, cwd=ROOT)
 
     import pandas as pd
 
     from tuneops.config import ServingConfig, load_config
     from tuneops.server import build_spec, mlflow_serve_command, resolve
 
-    cfg = load_config(ROOT / DEMO_CONFIGS[args.family]) if args.model_uri is None else None
+    config_path = ROOT / (args.config or DEMO_CONFIGS[args.family])
+    cfg = load_config(config_path) if args.model_uri is None else None
     serving = ServingConfig(workers=args.workers, port=free_port(), log_predictions=True)
     spec = build_spec(cfg, serving, model_uri=args.model_uri)
     version = resolve(spec)
     pinned = spec.model_uri or f"models:/{spec.model_name}/{version}"  # both servers serve this exact version
     queries = pd.read_csv(ROOT / "data/banking77/train.csv").text.tolist()
     column = "prompt" if args.family == "causal" else "text"
-    texts = [f"Which intent: {q}" for q in queries] if args.family == "causal" else queries
+    texts = [args.prompt_template.replace("{text}", q) for q in queries] if args.family == "causal" else queries
 
     folder = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     env = {**os.environ, "TUNEOPS_HOME": str(folder / "home")}  # the online prediction log goes there
     tuneops_url = f"http://127.0.0.1:{serving.port}"
-    tuneops_argv = [sys.executable, "-m", "tuneops.cli", "serve", "--model-uri", pinned, "--port", str(serving.port),
-                    "--workers", str(args.workers)]
-    if args.runtime != "fp32":  # a runtime's agreement check is recorded on the version, under the config's rules
-        if spec.model_name is None or args.model_uri is not None:
-            parser.error("--runtime other than fp32 serves the demo config's champion: leave out --model-uri")
-        tuneops_argv = [sys.executable, "-m", "tuneops.cli", "serve", "--config", str(ROOT / DEMO_CONFIGS[args.family]),
+    overrides = ([f"serving.runtime={args.runtime}"] if args.runtime != "fp32" else []) + (
+        [f"serving.max_wait_ms={args.max_wait_ms:g}"] if args.max_wait_ms is not None else [])
+    if args.model_uri is None:  # the config's serving settings, pinned to the version both servers serve
+        tuneops_argv = [sys.executable, "-m", "tuneops.cli", "serve", "--config", str(config_path),
                         "--version", str(version), "--port", str(serving.port), "--workers", str(args.workers),
-                        "--set", f"serving.runtime={args.runtime}"]
+                        *(x for o in overrides for x in ("--set", o))]
+    elif overrides:  # a runtime's agreement check is recorded on the version, under the config's rules
+        parser.error("--runtime and --max-wait-ms apply a config's serving settings: give --config, not --model-uri")
+    else:
+        tuneops_argv = [sys.executable, "-m", "tuneops.cli", "serve", "--model-uri", pinned, "--port",
+                        str(serving.port), "--workers", str(args.workers)]
     mlflow_spec = build_spec(None, ServingConfig(workers=args.workers, port=free_port()), model_uri=pinned)
     mlflow_argv, mlflow_env = mlflow_serve_command(mlflow_spec)
     mlflow_url = f"http://127.0.0.1:{mlflow_spec.serving['port']}"

@@ -10,6 +10,12 @@ times `--steps` optimizer steps after `--warmup` untimed ones:
                 length-grouped batches: what the engine costs beyond the arithmetic  -> goal ratio >= 1.0
   naive-lora    the engine, but every batch padded to max_length in random order  -> goal >= 1.5x slower
   engine-full   full fine-tuning with the engine, for peak memory (and speed) against LoRA
+  engine-lora-bf16, engine-full-bf16
+                the engine with training.precision bf16 (CPU autocast where the CPU has bf16 instructions)
+                -> goal: LoRA >= 1.4x the plain fp32 PEFT loop; FLOP/s against the bf16 matmul peak
+
+--accuracy also trains configs/banking77_lora.yaml twice with `tuneops train` (fresh homes, same split and
+seed), in fp32 and in bf16, and prints both test accuracies and training times -> goal: within 0.5 points.
 
 FLOP/s counts the matmul work of the processed (padded) tokens: forward 2*N*T, input gradients
 2*N*T, weight gradients 2*N_trainable*T, plus attention scores; it is compared with this
@@ -25,7 +31,7 @@ and collator), in fp32 and under bf16 autocast:
                          32 prompts a batch, up to 12 new tokens): prompts/s and generated tokens/s
 
     .venv/bin/python bench/train_throughput.py [--steps 30] [--warmup 5] [--rows 2048] [--llm-steps 12]
-        [--only minilm|smollm2]
+        [--only minilm|smollm2] [--accuracy]
 """
 
 from __future__ import annotations
@@ -104,10 +110,11 @@ def _setup(mode: str, rows: int) -> tuple[Any, Any, Any, Any]:
     from tuneops.config import load_config
 
     transformers.logging.set_verbosity_error()
-    method = "full" if mode.endswith("full") else "lora"
+    method = "full" if mode.removesuffix("-bf16").endswith("full") else "lora"
     cfg = load_config(ROOT / "configs/banking77_lora.yaml",
                       [f"training.method={method}", f"training.batch_size={BATCH}", f"model.max_length={MAX_LENGTH}"]
-                      + (["training.lora=null"] if method == "full" else []))
+                      + (["training.lora=null"] if method == "full" else [])
+                      + (["training.precision=bf16"] if mode.endswith("bf16") else []))
     frame = pd.read_csv(ROOT / "data/banking77/train.csv").sample(n=rows, random_state=0)
     labels = sorted(frame.category.unique())
     base = resolve_base(cfg.model.base)
@@ -224,13 +231,13 @@ def _state_bytes(model: Any, optimizer: Any) -> int:
     return weights + grads + optim
 
 
-def matmul_peak(size: int = 1024, repeats: int = 20) -> float:
-    """Best fp32 GFLOP/s of square matmuls on this machine (the same threads training uses)."""
+def matmul_peak(size: int = 1024, repeats: int = 20, dtype: str = "float32") -> float:
+    """Best GFLOP/s of square matmuls of this dtype on this machine (the same threads training uses)."""
     import torch
 
     best = 0.0
     for n in (512, size, 2 * size):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
         a @ b
         start = time.perf_counter()
         for _ in range(repeats):
@@ -246,6 +253,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--llm-steps", type=int, default=12, help="timed SmolLM2 steps (after 2 warm-up steps)")
     parser.add_argument("--only", choices=("minilm", "smollm2"), help="run one model's rows")
+    parser.add_argument("--accuracy", action="store_true", help="also train the demo config in fp32 and bf16 and "
+                        "compare test accuracy (a few minutes each)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
@@ -264,7 +273,8 @@ def main() -> None:
           f"{cpu_supports_bf16()}; MiniLM batch {BATCH}, max_length {MAX_LENGTH}, {args.steps} timed steps after "
           f"{args.warmup} warm-up steps; SmolLM2 {args.llm_steps} after 2")
     peak = matmul_peak()
-    modes = [] if args.only == "smollm2" else ["engine-lora", "plain-lora", "naive-lora", "engine-full"]
+    modes = [] if args.only == "smollm2" else ["engine-lora", "plain-lora", "naive-lora", "engine-full",
+                                               "engine-lora-bf16", "engine-full-bf16"]
     if args.only != "minilm":
         modes += ["engine-smollm2", "plain-smollm2", "engine-smollm2-bf16", "plain-smollm2-bf16", "generate-smollm2",
                   "generate-smollm2-bf16"]
@@ -278,6 +288,10 @@ def main() -> None:
         results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         print(json.dumps(results[mode]), flush=True)
     peak = max(peak, matmul_peak())
+    bf16 = cpu_supports_bf16() or torch.cuda.is_available()
+    peak_bf16 = matmul_peak(dtype="bfloat16") if bf16 else 0.0
+    if bf16:
+        print(f"matmul peak (bf16, best of 512/1024/2048 squares): {peak_bf16 / 1e9:.1f} GFLOP/s")
 
     print(f"\nmatmul peak (fp32, best of 512/1024/2048 squares, before and after): {peak / 1e9:.1f} GFLOP/s\n")
     print(f"{'mode':<20} {'samples/s':>10} {'tokens/s':>10} {'padding':>8} {'GFLOP/s':>8} {'of peak':>8} "
@@ -296,6 +310,15 @@ def main() -> None:
         print(f"(c) engine achieved FLOP/s / matmul peak:  {e['flops_per_s'] / peak:.0%}    (goal >= 35%)")
         print(f"    naive padding FLOP/s / matmul peak:    {n['flops_per_s'] / peak:.0%}    (bigger matmuls, on "
               "padding)")
+        b, fb = results["engine-lora-bf16"], results["engine-full-bf16"]
+        if bf16:
+            print(f"(d) engine under bf16 autocast / plain fp32 PEFT loop, samples/s: "
+                  f"{b['samples_per_s'] / p['samples_per_s']:.2f}x  (goal >= 1.4; full fine-tuning: bf16 / fp32 "
+                  f"engine {fb['samples_per_s'] / f['samples_per_s']:.2f}x)")
+            print(f"    bf16 engine FLOP/s / bf16 matmul peak:       {b['flops_per_s'] / peak_bf16:.0%} (LoRA), "
+                  f"{fb['flops_per_s'] / peak_bf16:.0%} (full)")
+        else:
+            print("(d) this CPU has no bf16 instructions: the bf16 modes trained in fp32 (the engine's fallback)")
         print(f"training state full vs LoRA (weights + gradients + AdamW state): {f['state_bytes'] / 2**20:.0f} MB vs "
               f"{e['state_bytes'] / 2**20:.0f} MB ({f['trainable']:,} vs {e['trainable']:,} trainable parameters)")
         print(f"peak process RSS full vs LoRA:             {f['peak_rss_bytes'] / 2**20:.0f} MB vs "
@@ -313,6 +336,35 @@ def main() -> None:
             g = results[f"generate-smollm2{suffix}"]
             print(f"SmolLM2 generation{suffix or ' fp32'}: {g['prompts_per_s']:.1f} prompts/s, "
                   f"{g['new_tokens_per_s']:.0f} new tokens/s ({g['prompts']} prompts, {g['cut_off']:.0%} cut off)")
+    if args.accuracy:
+        accuracy_fp32_vs_bf16()
+
+
+def accuracy_fp32_vs_bf16() -> None:
+    """Train the demo config in fp32 and in bf16 (fresh TUNEOPS_HOMEs, same split and seed): test accuracy each."""
+    import tempfile
+
+    import mlflow
+
+    rows = {}
+    for precision in ("fp32", "bf16"):
+        home = tempfile.mkdtemp(prefix=f"tuneops-bench-{precision}-")
+        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")}
+        env["TUNEOPS_HOME"] = home
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "tuneops.cli", "train", "configs/banking77_lora.yaml",
+                        f"--set=training.precision={precision}"], cwd=ROOT, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        mlflow.set_tracking_uri(f"sqlite:///{home}/mlflow.db")
+        run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+        rows[precision] = {"test_accuracy": run.data.metrics["test_accuracy"],
+                           "train_seconds": run.data.metrics["compute_train_seconds"], "wall_seconds": wall}
+        print(json.dumps({"precision": precision, **rows[precision]}), flush=True)
+    a, b = rows["fp32"], rows["bf16"]
+    print(f"\ndemo config, fp32 vs bf16: test accuracy {a['test_accuracy']:.4f} vs {b['test_accuracy']:.4f} "
+          f"({100 * (b['test_accuracy'] - a['test_accuracy']):+.2f} points; goal within 0.5), training "
+          f"{a['train_seconds']:.0f} s vs {b['train_seconds']:.0f} s ({a['train_seconds'] / b['train_seconds']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,11 @@ def tiny_config(data_path: str, base: str, model_name: str, **sections):
         "data": {"path": data_path, "label_column": "category"},
         "validation": {"min_rows_per_class": 10},
         "model": {"base": base, "max_length": 32},
-        "training": {"method": "full", "epochs": 3, "learning_rate": 0.003, "batch_size": 16, "seed": 7},
+        # the classifier family's other training defaults (head rate, layer decay, label smoothing, early stopping)
+        # are off: these tests pin the plumbing, not the recipe
+        "training": {"method": "full", "epochs": 3, "learning_rate": 0.003, "batch_size": 16, "seed": 7,
+                     "head_learning_rate": None, "layer_lr_decay": 1.0, "label_smoothing": 0.0, "weight_decay": 0.0,
+                     "early_stopping_patience": None},
         # The random-init tiny model is no match for TF-IDF: these tests are about plumbing, so the baseline is
         # reported, not gated (tests of the baseline's bar set gate.min_lift_over_baseline themselves).
         "gate": {"floors": {"accuracy": 0.0}, "max_regression": 0.05, "min_lift_over_baseline": None},

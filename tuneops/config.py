@@ -255,7 +255,9 @@ class _TrainingBase(_Section):
 
     method: str = Field(
         "lora", description="Fine-tuning method: " + "; ".join(f"'{m.name}' {m.summary}" for m in METHODS.values())
-        + ". Each is a module in tuneops/methods/.",
+        + ". Each is a module in tuneops/methods/. A task family may default to another method and fill other "
+        "training defaults per method (classification: 'full', 10 epochs with early stopping, label smoothing "
+        "0.1; TaskFamily.training_defaults); what a config sets always wins.",
     )
     epochs: float = Field(3, gt=0, description="Passes over the training split (early stopping may end sooner).")
     learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate.")
@@ -272,8 +274,20 @@ class _TrainingBase(_Section):
         None, ge=1, description="Stop after this many epochs without a better validation metric (the best epoch "
         "is restored either way); null trains every epoch.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="Training precision: 'bf16' trains under autocast on GPUs and on CPUs with bf16 "
-        "instructions (AVX512-BF16/AMX; other CPUs fall back to fp32 with a warning); 'fp16' needs a GPU.")
+        "fp32", description="Training precision: 'bf16' trains under autocast on GPUs and on CPUs whose bf16 "
+        "matmuls beat fp32 (measured once per process: AMX CPUs do, some AVX512-BF16 CPUs do not); elsewhere it "
+        "trains in fp32 with a warning that says why; 'fp16' needs a GPU.")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, description="Share of each target's probability spread over the other classes (or "
+        "tokens) in the training loss; 0 trains on hard targets. Evaluation always scores hard predictions.")
+    head_learning_rate: float | None = Field(
+        None, gt=0, lt=1, description="Learning rate of the parameters above the last transformer block (the new "
+        "classification head, the pooler, the final norm); null: learning_rate. A freshly initialised head often "
+        "wants a higher rate than pretrained weights.")
+    layer_lr_decay: float = Field(
+        1.0, gt=0, le=1, description="Layer-wise learning-rate decay: the top transformer block trains at "
+        "learning_rate, each block below at this times the one above it, the embeddings at this times the lowest "
+        "block; 1 gives every layer the same rate. Mostly useful with method 'full'.")
     seed: int = Field(42, description="Seed for weights init, dropout and data order.")
     checkpoint_uri: str | None = Field(
         None, description="Also mirror each epoch's checkpoint here (an s3:// prefix or a folder), so a re-run on "
@@ -302,6 +316,14 @@ class _TrainingBase(_Section):
             if name != self.method and given is not None:
                 raise ValueError(f"{name} settings are given but method is '{self.method}'; remove '{name}' or "
                                  f"set method: {name}")
+        return self
+
+    @model_validator(mode="after")
+    def _optimizer_groups(self) -> _TrainingBase:
+        if self.distributed.launcher == "deepspeed" and (self.head_learning_rate is not None
+                                                          or self.layer_lr_decay != 1.0):
+            raise ValueError("head_learning_rate and layer_lr_decay need tuneops' own optimizer groups, which the "
+                             "DeepSpeed engine replaces; use launcher 'none' or 'torchrun', or remove them")
         return self
 
     def method_settings(self) -> Any:
@@ -594,8 +616,10 @@ class ServingConfig(_Section):
         32, ge=1, le=4096, description="Most rows of concurrent requests coalesced into one model call "
         "(dynamic micro-batching); a single request larger than this is scored on its own.")
     max_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="How long the first request of a micro-batch waits for others to join it, "
-        "in milliseconds (requests that arrive while the model is busy join the next call anyway); 0: no wait.")
+        2.0, ge=0, le=1000, description="How long a micro-batch with room left waits for more requests to join it, "
+        "in milliseconds, once it has taken every queued request (requests that arrive while the model is busy "
+        "join the next call anyway); 0: no wait. A causal LM's call takes seconds: a wait of tens of ms costs "
+        "nothing there and fills its batches.")
     max_rows: int = Field(1000, ge=1, description="Most rows one request may hold; more is refused with 413.")
     max_text_chars: int = Field(
         4000, ge=1, description="Longest text (a causal LM's prompt) one row may hold, in characters; longer is "
@@ -691,9 +715,11 @@ class TuneopsConfig(_Section):
         model = data.get("model")
         family = FAMILIES.get(model.get("task", "classification") if isinstance(model, dict) else "classification")
         gate = data.get("gate") if data.get("gate") is not None else {}
-        if family is None or not isinstance(gate, dict):
-            return data  # an unknown task or a malformed gate section is reported by validation
-        return {**data, "gate": {**family.gate_defaults, **gate}}
+        training = data.get("training") if data.get("training") is not None else {}
+        if family is None or not isinstance(gate, dict) or not isinstance(training, dict):
+            return data  # an unknown task or a malformed section is reported by validation
+        return {**data, "gate": {**family.gate_defaults, **gate},
+                "training": {**_training_defaults(family.training_defaults, training), **training}}
 
     @model_validator(mode="after")
     def _task_family(self) -> TuneopsConfig:
@@ -757,6 +783,19 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
     msg = error["msg"].removeprefix("Value error, ")
     shown = f" (got {error['input']!r})" if error["type"] not in ("value_error", "model_type") else ""
     return f"{loc or 'config'}: {msg}{shown}"
+
+
+def _training_defaults(defaults: dict[str, dict[str, Any]], training: dict[str, Any]) -> dict[str, Any]:
+    """A family's training defaults for the method the config trains with (see ``TaskFamily.training_defaults``).
+
+    A config that names its method, or gives a method's settings section, keeps that method; otherwise the
+    family's default method applies. Keys the config sets always win (the caller merges them on top)."""
+    common = dict(defaults.get("*", {}))
+    named = training.get("method") or next((m for m in METHODS if training.get(m) is not None), None)
+    method = named or common.get("method", "lora")
+    if named is not None:
+        common.pop("method", None)
+    return {**common, **defaults.get(str(method), {})}
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> TuneopsConfig:

@@ -266,17 +266,13 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 @functools.cache
 def _cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware; said once per process when it does not."""
-    import torch
+    """Whether bf16 autocast speeds this CPU up; said once per process when it does not."""
+    from tuneops.engine import cpu_bf16_pays
 
-    from tuneops.engine import cpu_supports_bf16
-
-    if cpu_supports_bf16():
-        return True
-    logging.getLogger("tuneops.generation").warning(
-        "bf16 generation: this CPU (%s) has no bf16 instructions, so it generates in fp32",
-        torch.backends.cpu.get_cpu_capability())
-    return False
+    pays, why = cpu_bf16_pays()
+    if not pays:
+        logging.getLogger("tuneops.generation").warning("bf16 generation: %s, so it generates in fp32", why)
+    return pays
 
 
 def _autocast(torch: Any, precision: str, device: Any) -> Any:

@@ -463,8 +463,9 @@ class Stats:
 class MicroBatcher:
     """Coalesce concurrent requests into one model call of at most ``max_batch_size`` rows.
 
-    The first request waits up to ``max_wait_ms`` for others when nothing else is queued; requests that arrive
-    while the model is busy are simply queued and form the next call. The model runs on one thread of its own
+    A call takes every queued request that fits and, when it still has room, waits once up to ``max_wait_ms`` for
+    more (the clients the last call just answered are typically sending again); requests that arrive while the
+    model is busy are queued and form the next call. The model runs on one thread of its own
     (one call at a time, using every CPU thread torch has), so the event loop keeps accepting requests. All rows
     of one call are scored by the one model taken from the slot when the call starts, stamped once (score_batch's
     timestamp and per-row request ids, the time of the call) and handed to the prediction log in one piece; each
@@ -502,8 +503,16 @@ class MicroBatcher:
         first = self._held or await self._queue.get()
         self._held = None
         batch, rows = [first], len(first.texts)
-        if self.max_wait_s > 0 and rows < self.max_batch_size and self._queue.empty():
+        rows = self._drain(batch, rows)
+        if self.max_wait_s > 0 and rows < self.max_batch_size and self._held is None:
+            # Room left: wait once for company. Under a closed loop the clients answered by the last call are
+            # sending again right now; without this they would form a call of their own after this one.
             await asyncio.sleep(self.max_wait_s)
+            self._drain(batch, rows)
+        return batch
+
+    def _drain(self, batch: list[_Pending], rows: int) -> int:
+        """Move queued requests into ``batch`` while they fit; the first that does not is held for the next call."""
         while rows < self.max_batch_size and not self._queue.empty():
             item = self._queue.get_nowait()
             if rows + len(item.texts) > self.max_batch_size:
@@ -511,7 +520,7 @@ class MicroBatcher:
                 break
             batch.append(item)
             rows += len(item.texts)
-        return batch
+        return rows
 
     def _call_model(self, loaded: LoadedModel, texts: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         """One model call on the model thread: score, stamp, log; the output rows and request ids, in order."""

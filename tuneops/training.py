@@ -83,6 +83,7 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
         processing_class=plan.tokenizer,
         compute_metrics=plan.compute_metrics,
         callbacks=engine.callbacks(cfg, run_id) + ([engine.checkpoint_mirror(mirror)] if mirror else []),
+        optimizers=(engine.optimizer(model, cfg), None),
     ))
     resume = engine.last_complete_checkpoint(checkpoints)
     if resume is None and mirror and trainer.args.world_size == 1:  # distributed: the launcher fetched it

@@ -130,3 +130,27 @@ def test_every_knob_in_shipped_configs_is_commented(path):
         if match and match.group(2) and not match.group(2).startswith("#"):
             above = lines[number - 2].strip() if number > 1 else ""
             assert "#" in line or above.startswith("#"), f"{path.name}:{number} '{match.group(1)}' has no comment"
+
+
+def test_a_minimal_classifier_config_gets_the_family_training_defaults_and_a_set_key_wins():
+    from tuneops.config import validate_config
+    from tuneops.families import FAMILIES
+
+    data = {"path": "data/banking77/train.csv", "text_column": "text", "label_column": "category"}
+    defaults = FAMILIES["classification"].training_defaults
+    t = validate_config({"data": data, "registry": {"model_name": "x"}}).training
+    assert t.method == defaults["*"]["method"] == "full"
+    assert (t.epochs, t.early_stopping_patience, t.label_smoothing) == (10, 2, 0.1)
+    assert (t.learning_rate, t.head_learning_rate, t.layer_lr_decay) == (1e-4, 3e-3, 0.9)
+    # naming another method (or giving its settings) takes that method's defaults, not full's
+    lora = validate_config({"data": data, "registry": {"model_name": "x"}, "training": {"lora": {"r": 8}}}).training
+    assert (lora.method, lora.learning_rate, lora.head_learning_rate, lora.lora.r) == ("lora", 2e-3, None, 8)
+    # a key the config sets wins, null included
+    own = validate_config({"data": data, "registry": {"model_name": "x"},
+                           "training": {"epochs": 3, "label_smoothing": 0.0, "head_learning_rate": None}}).training
+    assert (own.method, own.epochs, own.label_smoothing, own.head_learning_rate) == ("full", 3, 0.0, None)
+    # other families keep the schema's defaults
+    causal = validate_config({"data": {"path": "data/nlupp/banking.jsonl", "prompt_column": "text",
+                                       "response_column": "intents"}, "model": {"task": "causal_lm", "base": "x"},
+                              "registry": {"model_name": "x"}}).training
+    assert (causal.method, causal.epochs, causal.label_smoothing) == ("lora", 3, 0.0)

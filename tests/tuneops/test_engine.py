@@ -70,19 +70,29 @@ def test_bf16_trains_on_a_cpu_with_bf16_instructions_and_falls_back_to_fp32_else
     from tuneops.training import train
 
     cfg = causal_config(instruction_csv, tiny_causal_lm, "bf16", training={"epochs": 1, "precision": "bf16"})
+    has_bf16 = engine.cpu_supports_bf16()
     if not torch.cuda.is_available():
         monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
         with caplog.at_level("WARNING", logger="tuneops.engine"):
             assert engine.mixed_precision(cfg) == (False, False)
         assert "has no bf16 instructions, so it trains in fp32" in caplog.text
+        # instructions, but bf16 matmuls slower than fp32 (AVX512-BF16 without AMX): fp32, and the ratio is said
         monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
+        monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 0.54)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="tuneops.engine"):
+            assert engine.mixed_precision(cfg) == (False, False)
+        assert "bf16 matmuls run at 0.54x the speed of fp32" in caplog.text and "trains in fp32" in caplog.text
+        monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 1.5)
     assert engine.mixed_precision(cfg) == (True, False)
     assert engine.training_arguments(cfg, tmp_path / "args", "loss").bf16
 
     splits = split_frame(pd.read_csv(instruction_csv), cfg.split_data(), cfg.split, tmp_path / "splits")
-    if not (torch.cuda.is_available() or engine.cpu_supports_bf16()):
+    if not (torch.cuda.is_available() or has_bf16):
         pytest.skip("this CPU has no bf16 instructions: bf16 training itself cannot run here (fallback tested above)")
-    result = train(cfg, splits, tmp_path / "out")  # under CPU autocast; the export check reloads it in fp32
+    # under CPU autocast (forced even where it would be slower: this is the plumbing); the export check reloads
+    # it in fp32
+    result = train(cfg, splits, tmp_path / "out")
     assert result is not None and result.best_validation["loss"] > 0
 
 
@@ -96,3 +106,55 @@ def test_fp16_on_a_cpu_is_refused_with_the_alternatives(tiny_causal_lm, instruct
         pytest.skip("fp16 is for GPUs; this machine has one")
     with pytest.raises(TrainingError, match="fp16 needs a GPU; on a CPU use bf16"):
         engine.mixed_precision(causal_config(instruction_csv, tiny_causal_lm, "fp16", training={"precision": "fp16"}))
+
+
+def test_layer_decay_and_head_rate_give_each_layer_its_own_learning_rate(tiny_model, company_csv):
+    from transformers import AutoModelForSequenceClassification
+
+    from tuneops import engine
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
+    blocks = model.config.num_hidden_layers
+    cfg = tiny_config(company_csv, tiny_model, "llrd", training={
+        "learning_rate": 0.001, "head_learning_rate": 0.01, "layer_lr_decay": 0.5, "weight_decay": 0.1})
+    rates = engine.learning_rate_of([n for n, _ in model.named_parameters()], cfg)
+    top = f"bert.encoder.layer.{blocks - 1}.attention.self.query.weight"
+    assert rates[top] == pytest.approx(0.001)
+    assert rates["bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(0.001 * 0.5 ** (blocks - 1))
+    assert rates["bert.embeddings.word_embeddings.weight"] == pytest.approx(0.001 * 0.5 ** blocks)
+    assert rates["classifier.weight"] == rates["bert.pooler.dense.weight"] == pytest.approx(0.01)
+
+    optimizer = engine.optimizer(model, cfg)
+    groups = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in optimizer.param_groups}
+    assert sum(groups.values()) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert (0.01, 0.0) in groups and (0.01, 0.1) in groups  # the head's biases are not decayed, its weights are
+    assert engine.optimizer(model, tiny_config(company_csv, tiny_model, "plain")) is None  # the Trainer's own
+
+
+def test_optimizer_groups_and_deepspeed_are_refused_together(tiny_model, company_csv):
+    from tuneops.config import ConfigError
+
+    with pytest.raises(ConfigError, match="head_learning_rate and layer_lr_decay need tuneops' own optimizer"):
+        tiny_config(company_csv, tiny_model, "ds", training={
+            "layer_lr_decay": 0.8, "distributed": {"launcher": "deepspeed",
+                                                   "deepspeed_config": "configs/deepspeed/zero2.json"}})
+
+
+def test_training_steps_the_per_layer_optimizer(tiny_model, company_csv, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from tuneops import engine
+    from tuneops.splits import split_frame
+    from tuneops.training import train
+
+    built = []
+    real = engine.optimizer
+    monkeypatch.setattr(engine, "optimizer", lambda model, cfg: built.append(real(model, cfg)) or built[-1])
+    cfg = tiny_config(company_csv, tiny_model, "llrd-train", training={
+        "epochs": 1, "head_learning_rate": 0.01, "layer_lr_decay": 0.8, "label_smoothing": 0.1})
+    splits = split_frame(pd.read_csv(company_csv), cfg.split_data(), cfg.split, tmp_path / "splits")
+    result = train(cfg, splits, tmp_path / "out")
+    assert result is not None and built and built[0] is not None
+    assert built[0].state, "the Trainer did not step tuneops' optimizer"  # AdamW keeps moments per stepped param
+    scheduled = sorted({g["initial_lr"] for g in built[0].param_groups})  # the schedule scaled these rates
+    assert scheduled[-1] == pytest.approx(0.01) and scheduled[0] < cfg.training.learning_rate, scheduled

@@ -417,3 +417,44 @@ def test_a_verified_runtime_serves_and_an_unverifiable_one_is_refused(two_versio
     assert client().get_model_version(two_versions, "1").tags["tuneops.runtime.onnx.passed"] == "True"
     with pytest.raises(ConfigError, match="serving.runtime onnx needs a registered model served with --config"):
         load(build_spec(None, ServingConfig(runtime="onnx"), model_uri=f"models:/{two_versions}/1"), None)
+
+
+def test_a_call_with_room_waits_for_the_clients_just_answered():
+    """Closed loop: two requests are queued while the model is busy, a third arrives a few ms after the model is
+    free (a client the last call just answered). With max_wait_ms the next call takes all three; without a wait
+    it takes the two and the third makes a call of its own."""
+    import asyncio
+    import time as clock
+
+    from tuneops.server import LoadedModel, MicroBatcher, ModelSlot, Stats
+
+    class Schema:
+        def input_names(self):
+            return ["text"]
+
+    class Model:
+        metadata = type("Meta", (), {"get_input_schema": lambda self: Schema()})()
+        calls: list[int] = []
+
+        def predict(self, frame):
+            self.calls.append(len(frame))
+            clock.sleep(0.06)  # the model is busy: requests queue meanwhile
+            return pd.DataFrame({"label": ["ok"] * len(frame), "confidence": [1.0] * len(frame)})
+
+    async def scenario(wait_ms: float) -> list[int]:
+        model = Model()
+        model.calls = []
+        batcher = MicroBatcher(ModelSlot(LoadedModel(model, "1", "text", {})), 32, wait_ms, Stats())
+        batcher.start()
+        first = asyncio.ensure_future(batcher.score(["a"]))
+        await asyncio.sleep(wait_ms / 1000 + 0.015)  # the first call (alone, after its wait) is running
+        queued = [asyncio.ensure_future(batcher.score([t])) for t in ("b", "c")]
+        await first  # the model is free: b and c are queued, d comes 5 ms later
+        await asyncio.sleep(0.005)
+        late = asyncio.ensure_future(batcher.score(["d"]))
+        await asyncio.gather(*queued, late)
+        await batcher.stop()
+        return model.calls
+
+    assert asyncio.run(scenario(30.0)) == [1, 3]
+    assert asyncio.run(scenario(0.0)) == [1, 2, 1]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +112,10 @@ class TaskFamily:
     (e.g. predicted labels and confidences; response lengths, cut-off answers, JSON validity)."""
     unsupported: str = ""
     """Why a stage the family does not offer yet (empty log/drift/search) refuses it, and what to do instead."""
+    training_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Training settings this family uses unless the config sets them: ``"*"`` for every method (its ``method``
+    key is the family's default method), a method's own entry (its learning rate, ...) over it. Chosen from
+    measurements (the README's defaults study)."""
 
 
 def require_log_columns(frame: pd.DataFrame, source: str, columns: tuple[str, ...]) -> None:
