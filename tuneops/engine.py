@@ -67,11 +67,14 @@ def cpu_bf16_speedup() -> float:
 
 
 def cpu_bf16_pays() -> tuple[bool, str]:
-    """Whether bf16 autocast speeds this CPU up, and if not, why (said in the fallback warning)."""
+    """Whether bf16 autocast speeds this CPU up, and if not, why (said in the fallback warning).
+    ``TUNEOPS_CPU_BF16=on`` uses it wherever the CPU has bf16 instructions, faster or not."""
     import torch
 
     if not cpu_supports_bf16():
         return False, f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 instructions"
+    if os.environ.get("TUNEOPS_CPU_BF16", "auto") == "on":  # e.g. to measure bf16's effect on accuracy anyway
+        return True, "TUNEOPS_CPU_BF16=on"
     speedup = cpu_bf16_speedup()
     if speedup < 1.0:
         return False, (f"this CPU has bf16 instructions but its bf16 matmuls run at {speedup:.2f}x the speed of fp32 "

@@ -83,6 +83,9 @@ def test_bf16_trains_on_a_cpu_with_bf16_instructions_and_falls_back_to_fp32_else
         with caplog.at_level("WARNING", logger="tuneops.engine"):
             assert engine.mixed_precision(cfg) == (False, False)
         assert "bf16 matmuls run at 0.54x the speed of fp32" in caplog.text and "trains in fp32" in caplog.text
+        monkeypatch.setenv("TUNEOPS_CPU_BF16", "on")  # the operator's override: bf16 anyway
+        assert engine.mixed_precision(cfg) == (True, False)
+        monkeypatch.delenv("TUNEOPS_CPU_BF16")
         monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 1.5)
     assert engine.mixed_precision(cfg) == (True, False)
     assert engine.training_arguments(cfg, tmp_path / "args", "loss").bf16
