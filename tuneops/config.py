@@ -792,7 +792,7 @@ def _training_defaults(defaults: dict[str, dict[str, Any]], training: dict[str, 
     family's default method applies. Keys the config sets always win (the caller merges them on top)."""
     common = dict(defaults.get("*", {}))
     named = training.get("method") or next((m for m in METHODS if training.get(m) is not None), None)
-    method = named or common.get("method", "lora")
+    method = named or common.get("method", _TrainingBase.model_fields["method"].default)
     if named is not None:
         common.pop("method", None)
     return {**common, **defaults.get(str(method), {})}

@@ -77,8 +77,7 @@ def cpu_bf16_pays() -> tuple[bool, str]:
         return True, "TUNEOPS_CPU_BF16=on"
     speedup = cpu_bf16_speedup()
     if speedup < 1.0:
-        return False, (f"this CPU has bf16 instructions but its bf16 matmuls run at {speedup:.2f}x the speed of fp32 "
-                       f"(no AMX)")
+        return False, f"this CPU has bf16 instructions but its bf16 matmuls run at {speedup:.2f}x the speed of fp32"
     return True, f"bf16 matmuls run at {speedup:.2f}x fp32 here"
 
 
