@@ -215,6 +215,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     sources = ", ".join(f"{k} {v}" for k, v in sorted(result.sources.items()))
     print(f"wrote {result.rows} preference pairs from {result.training_prompts} training prompts of "
           f"{cfg.registry.model_name} ({result.champion}) to {result.path}: {sources}")
+    if result.lengths:
+        print("rejected answers against the chosen one: " + ", ".join(f"{k} {v}" for k, v in result.lengths.items()))
     return 0
 
 

@@ -6,8 +6,14 @@ clean for scoring the task), the chosen answer is the reference and the rejected
 - the champion's own greedy answer where that answer is wrong or malformed (on-policy pairs: the
   mistakes this very model makes), or
 - where the champion is right, a plausible near miss of the reference: for a JSON list of labels one
-  label dropped, one added, one swapped for another label of the task, or the JSON cut before its
-  closing bracket (free-text and single-label tasks get on-policy pairs only).
+  label dropped, one added, one repeated, one swapped for another label of the task, or the JSON cut
+  before its closing bracket (free-text and single-label tasks get on-policy pairs only).
+
+The near misses balance the pairs by length. A champion that under-predicts gives mostly on-policy
+answers with fewer labels than the reference; pairs that only ever reject the shorter answer teach DPO
+that a list should not end (measured: the tuned model repeated labels until its token budget ran out).
+So the near misses lean to the longer kinds (``add``, ``repeat``) by as much as the on-policy answers
+lean to the shorter ones, until as many rejected answers name more labels than the reference as fewer.
 
 Each near miss is drawn from a generator seeded by the prompt, so the same data gives the same pairs
 whatever the row order. ``tuneops pairs`` writes them (JSONL) under $TUNEOPS_HOME/pairs by default.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +33,11 @@ import pandas as pd
 if TYPE_CHECKING:
     from tuneops.config import TuneopsConfig
 
-NEAR_MISSES = ("drop", "add", "swap", "broken_json")
+# Near misses by how many labels they name against the reference.
+LONGER, SHORTER, SAME = ("add", "repeat"), ("drop",), ("swap", "broken_json")
+NEAR_MISSES = (*SHORTER, *LONGER, *SAME)
+SAME_SHARE = 0.4  # share of near misses naming as many labels as the reference (swap, broken JSON)
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 @dataclass
@@ -38,6 +49,7 @@ class PairsResult:
     sources: dict[str, int]
     champion: str
     training_prompts: int
+    lengths: dict[str, int]  # rejected answers naming more / fewer / as many labels as the chosen one
 
 
 def default_output(task: TuneopsConfig) -> Path:
@@ -46,12 +58,28 @@ def default_output(task: TuneopsConfig) -> Path:
     return settings.home() / "pairs" / f"{task.registry.model_name}.jsonl"
 
 
-def near_miss(reference: list[str], labels: list[str], rng: random.Random) -> tuple[str, str]:
-    """(kind, answer): a wrong JSON answer close to the reference (``labels``: the task's label vocabulary)."""
+def length_sign(answer: str, reference: list[str]) -> int:
+    """+1 if an answer names more labels than the reference, -1 if fewer, 0 if as many (malformed answers included:
+    their quoted strings are counted)."""
+    named = len(_QUOTED.findall(str(answer)))
+    return (named > len(reference)) - (named < len(reference))
+
+
+def near_miss(reference: list[str], labels: list[str], rng: random.Random,
+              longer: float = (1 - SAME_SHARE) / 2, shorter: float = (1 - SAME_SHARE) / 2) -> tuple[str, str]:
+    """(kind, answer): a wrong JSON answer close to the reference (``labels``: the task's label vocabulary).
+
+    ``longer`` / ``shorter``: the chances that it names more labels than the reference (add, repeat) or fewer
+    (drop); the rest names as many (swap, broken JSON). A direction with no possible kind for this reference
+    falls to the others.
+    """
     others = [label for label in labels if label not in reference]
-    kinds = [k for k in NEAR_MISSES if (k != "drop" or reference) and (k not in ("add", "swap") or others)
-             and (k != "swap" or reference)]
-    kind = rng.choice(kinds)
+    possible = {"drop": bool(reference), "add": bool(others), "repeat": bool(reference),
+                "swap": bool(reference and others), "broken_json": True}
+    pools = [[k for k in kinds if possible[k]] for kinds in (LONGER, SHORTER, SAME)]
+    weights = [w if pool else 0.0 for w, pool in zip((longer, shorter, 1 - longer - shorter), pools, strict=True)]
+    pool = rng.choices(pools, weights=weights)[0]
+    kind = rng.choice(pool)
     if kind == "drop":
         dropped = rng.randrange(len(reference))
         return kind, json.dumps([label for i, label in enumerate(reference) if i != dropped])
@@ -59,11 +87,22 @@ def near_miss(reference: list[str], labels: list[str], rng: random.Random) -> tu
         changed = list(reference)
         changed.insert(rng.randrange(len(changed) + 1), rng.choice(others))
         return kind, json.dumps(changed)
+    if kind == "repeat":  # the same set, one label named twice: how a list that does not end begins
+        return kind, json.dumps([*reference, rng.choice(reference)])
     if kind == "swap":
         changed = list(reference)
         changed[rng.randrange(len(changed))] = rng.choice(others)
         return kind, json.dumps(changed)
     return kind, json.dumps(reference)[:-1]  # broken JSON: the closing bracket is missing
+
+
+def length_mix(on_policy_signs: list[int], near_misses: int) -> tuple[float, float]:
+    """(longer, shorter): the chances of a longer and a shorter near miss that make the rejected answers longer
+    and shorter than the reference equally many, giving up near misses of the same length where it must."""
+    lean = sum(on_policy_signs) / near_misses if near_misses else 0.0  # > 0: the on-policy answers lean longer
+    directed = min(max(1 - SAME_SHARE, abs(lean)), 1.0)
+    longer = min(max((directed - lean) / 2, 0.0), directed)
+    return longer, directed - longer
 
 
 def make_pairs(prompts: list[str], references: list[str], answers: list[str], response_format: str,
@@ -73,7 +112,7 @@ def make_pairs(prompts: list[str], references: list[str], answers: list[str], re
 
     json_lists = response_format == "json_list"
     labels = sorted({label for r in references for label in (parse_label_list(r) or [])}) if json_lists else []
-    rows = []
+    rows, signs, near = [], [], []  # near: (row, reference labels) of the prompts the champion got right
     for prompt, reference, answer in zip(prompts, references, answers, strict=True):
         if json_lists:
             want = parse_label_list(reference) or []
@@ -82,10 +121,15 @@ def make_pairs(prompts: list[str], references: list[str], answers: list[str], re
         else:
             want, right = [], bool(exact_match(answer, reference))
         if not right and answer.strip() and answer.strip() != reference.strip():
-            rows.append((prompt, reference, answer, "on_policy"))
+            rows.append([prompt, reference, answer, "on_policy"])
+            signs.append(length_sign(answer, want))
         elif json_lists:
-            kind, rejected = near_miss(want, labels, random.Random(f"{seed}:{prompt}"))
-            rows.append((prompt, reference, rejected, f"near_miss:{kind}"))
+            rows.append([prompt, reference, None, None])
+            near.append((rows[-1], want))
+    longer, shorter = length_mix(signs, len(near))  # drawn once the on-policy answers' lean is known
+    for row, want in near:
+        kind, row[2] = near_miss(want, labels, random.Random(f"{seed}:{row[0]}"), longer, shorter)
+        row[3] = f"near_miss:{kind}"
     return pd.DataFrame(rows, columns=["prompt", "chosen", "rejected", "source"])
 
 
@@ -113,4 +157,8 @@ def build_pairs(task: TuneopsConfig, champion: str | None = None, output: str | 
     path = Path(output) if output else default_output(task)
     path.parent.mkdir(parents=True, exist_ok=True)
     pairs.to_json(path, orient="records", lines=True, force_ascii=False)
-    return PairsResult(str(path), len(pairs), pairs.source.value_counts().to_dict(), champion, len(prompts))
+    signs = [length_sign(r, generation.parse_label_list(c) or []) for c, r in zip(pairs.chosen, pairs.rejected,
+                                                                                   strict=True)]
+    lengths = {"longer": signs.count(1), "shorter": signs.count(-1), "as long": signs.count(0)}
+    return PairsResult(str(path), len(pairs), pairs.source.value_counts().to_dict(), champion, len(prompts),
+                       lengths if task.model.response_format == "json_list" else {})

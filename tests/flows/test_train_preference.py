@@ -85,8 +85,9 @@ def test_pairs_come_from_training_prompts_only(chain):
                           for s in ("validation", "test")])
     assert set(frame.prompt) <= set(train.prompt) and not set(frame.prompt) & set(held_out.prompt)
     assert pairs.rows == len(frame) == len(train)  # JSON lists: a pair for every training prompt
+    assert sum(pairs.lengths.values()) == pairs.rows
     assert (frame.chosen != frame.rejected).all()
-    assert set(frame.source) <= {"on_policy", "near_miss:drop", "near_miss:add", "near_miss:swap",
+    assert set(frame.source) <= {"on_policy", "near_miss:drop", "near_miss:add", "near_miss:repeat", "near_miss:swap",
                                  "near_miss:broken_json"}
     assert (frame.source == "on_policy").any()  # the champion's own mistakes (near misses: test_preference_pairs)
 

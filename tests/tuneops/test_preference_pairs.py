@@ -4,7 +4,7 @@ import json
 import random
 
 from tuneops.generation import parse_label_list
-from tuneops.preference_pairs import NEAR_MISSES, make_pairs, near_miss
+from tuneops.preference_pairs import NEAR_MISSES, length_sign, make_pairs, near_miss
 
 LABELS = ["card", "pin", "refund", "fees"]
 
@@ -29,6 +29,8 @@ def test_right_answers_get_a_near_miss_that_is_wrong_and_stable():
         assert rejected != chosen
         if source == "near_miss:broken_json":
             assert got is None
+        elif source == "near_miss:repeat":  # the same set with a label named twice
+            assert got is not None and len(got) == len(json.loads(chosen)) + 1 and set(got) == set(json.loads(chosen))
         else:
             assert got is not None and set(got) != set(json.loads(chosen))
     again = make_pairs(prompts[::-1], references[::-1], answers[::-1], "json_list", seed=3)
@@ -44,3 +46,29 @@ def test_text_answers_give_on_policy_pairs_only():
     pairs = make_pairs(["a", "b"], ["card arrival", "change pin"], ["Card arrival.", "exchange rate"], "label")
     assert pairs.to_dict("records") == [{"prompt": "b", "chosen": "change pin", "rejected": "exchange rate",
                                          "source": "on_policy"}]
+
+
+def test_near_misses_lean_long_where_the_champions_mistakes_lean_short():
+    """A champion that under-predicts: its wrong answers name fewer labels than the reference. The near misses
+    make up for it, so about as many rejected answers are longer than the reference as shorter."""
+    rng = random.Random(0)
+    prompts, references, answers = [], [], []
+    for i in range(400):
+        want = rng.sample(LABELS, rng.randint(2, 3))
+        prompts.append(f"prompt {i}")
+        references.append(json.dumps(want))
+        # half wrong, always by leaving a label out; half right
+        answers.append(json.dumps(want[:-1] if i % 2 else list(reversed(want))))
+    pairs = make_pairs(prompts, references, answers, "json_list")
+    signs = [length_sign(r, json.loads(c)) for c, r in zip(pairs.chosen, pairs.rejected, strict=True)]
+    on_policy = pairs.source == "on_policy"
+    assert on_policy.sum() == 200 and all(s == -1 for s, o in zip(signs, on_policy, strict=True) if o)
+    near = pairs.source[~on_policy].str.split(":").str[1].value_counts()
+    assert near.get("add", 0) + near.get("repeat", 0) > 100 and near.get("drop", 0) < 10
+    assert abs(signs.count(1) - signs.count(-1)) < 40  # 400 pairs: balanced within 10%
+
+
+def test_length_sign_counts_the_labels_of_malformed_answers_too():
+    assert length_sign('["card", "pin", "card", "pi', ["card", "pin"]) == 1  # a list that does not end
+    assert length_sign('["card"]', ["card", "pin"]) == -1
+    assert length_sign('["fees", "pin"]', ["card", "pin"]) == 0
