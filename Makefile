@@ -46,11 +46,16 @@ demo-llm-json: install
 	@$(BIN)/python -c "import pandas as p; print(p.read_csv('$(TUNEOPS_HOME)/demo_llm_json_answers.csv')[['prompt', 'response']].to_string(index=False))"
 
 # Preference tuning (DPO) on top of the NLU++ JSON-intents champion: train that champion, build pairs from its own
-# answers on its training prompts (under $TUNEOPS_HOME/pairs), then DPO from models:/nlupp-intent-extractor@champion.
+# answers on its training prompts (under $TUNEOPS_HOME/pairs), DPO from models:/nlupp-intent-extractor@champion;
+# then a second round: the pairs plus the first DPO model's (@challenger: the latest version) own new mistakes.
+PAIRS := $(TUNEOPS_HOME)/pairs/nlupp-intent-extractor
 demo-dpo: install
 	$(BIN)/tuneops train configs/nlupp_intents_llm.yaml
 	$(BIN)/tuneops pairs --config configs/nlupp_intents_llm.yaml
 	$(BIN)/tuneops train configs/nlupp_dpo.yaml
+	$(BIN)/tuneops pairs --config configs/nlupp_intents_llm.yaml --champion models:/nlupp-intent-extractor@challenger \
+		--extend $(PAIRS).jsonl --output $(PAIRS)-round2.jsonl
+	$(BIN)/tuneops train configs/nlupp_dpo.yaml --set data.path=$(PAIRS)-round2.jsonl
 
 test: install
 	$(BIN)/pytest -q --durations=30

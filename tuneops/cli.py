@@ -211,7 +211,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     check_services()
     from tuneops.preference_pairs import build_pairs
 
-    result = build_pairs(cfg, args.champion, args.output, args.seed)
+    result = build_pairs(cfg, args.champion, args.output, args.seed, args.extend)
     sources = ", ".join(f"{k} {v}" for k, v in sorted(result.sources.items()))
     print(f"wrote {result.rows} preference pairs from {result.training_prompts} training prompts of "
           f"{cfg.registry.model_name} ({result.champion}) to {result.path}: {sources}")
@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--champion", help="model to generate with (default models:/<registry.model_name>@champion)")
     p.add_argument("--output", help="JSONL file to write (default $TUNEOPS_HOME/pairs/<registry.model_name>.jsonl)")
     p.add_argument("--seed", type=int, default=0, help="seed of the near misses (default 0)")
+    p.add_argument("--extend", metavar="PAIRS", help="an earlier round's pairs file: keep its pairs and add this "
+                   "model's wrong answers on the prompts the earlier model got right (iterative DPO: --champion "
+                   "names the preference-tuned version)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
     p = add("up", cmd_up, "Start the local stack (Prefect server + worker, MLflow server) and deploy the flows.")

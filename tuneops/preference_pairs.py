@@ -133,9 +133,25 @@ def make_pairs(prompts: list[str], references: list[str], answers: list[str], re
     return pd.DataFrame(rows, columns=["prompt", "chosen", "rejected", "source"])
 
 
+def extend_pairs(earlier: pd.DataFrame, later: pd.DataFrame) -> pd.DataFrame:
+    """An earlier round's pairs plus the later model's mistakes on the prompts the earlier model got right.
+
+    Iterative (on-policy) DPO: a preference-tuned model makes mistakes of its own (measured: lists that repeat
+    labels until the token budget ends). Where the earlier round's model was right (its pair is a near miss),
+    the later model's wrong answer is a mistake the tuning introduced; it is added as a second pair for that
+    prompt (source ``on_policy:later``), so the next round learns against it too. Every earlier pair stays.
+    """
+    right_before = set(earlier.prompt[earlier.source.str.startswith("near_miss")])
+    new = later[(later.source == "on_policy") & later.prompt.isin(right_before)]
+    return pd.concat([earlier, new.assign(source="on_policy:later")], ignore_index=True)
+
+
 def build_pairs(task: TuneopsConfig, champion: str | None = None, output: str | None = None,
-                seed: int = 0) -> PairsResult:
-    """Generate with the champion on the task's training prompts, make the pairs, write them as JSONL."""
+                seed: int = 0, extend: str | None = None) -> PairsResult:
+    """Generate with the champion on the task's training prompts, make the pairs, write them as JSONL.
+
+    ``extend``: a pairs file of an earlier round; the result is those pairs plus this model's new mistakes
+    (:func:`extend_pairs`)."""
     from tuneops import generation
     from tuneops.bases import resolve
     from tuneops.data import select_subset
@@ -148,12 +164,18 @@ def build_pairs(task: TuneopsConfig, champion: str | None = None, output: str | 
         raise ConfigError(f"pairs are built from an instruction-tuning config with data.prompt_column and "
                           f"data.response_column (e.g. configs/nlupp_intents_llm.yaml); {task.registry.model_name}'s "
                           "config has none")
+    earlier = read_dataset(extend) if extend else None  # before minutes of generation: a wrong path fails now
+    if earlier is not None and not {"prompt", "chosen", "rejected", "source"} <= set(earlier.columns):
+        raise ConfigError(f"--extend {extend}: not a pairs file of `tuneops pairs` (it needs the columns prompt, "
+                          f"chosen, rejected and source; it has {', '.join(map(str, earlier.columns))})")
     champion = champion or f"models:/{task.registry.model_name}@champion"
     df = prepare_causal(select_subset(read_dataset(task.data.path), task.data), task)
     train = df[assign_splits(df, task.split_data(), task.split) == "train"]
     prompts, references = generation.examples(train, task)
     answers = generation.Generator(resolve(champion), task.training.eval_batch_size).generate(prompts)
     pairs = make_pairs([str(p) for p in prompts], references, answers, task.model.response_format, seed)
+    if earlier is not None:
+        pairs = extend_pairs(earlier, pairs)
     path = Path(output) if output else default_output(task)
     path.parent.mkdir(parents=True, exist_ok=True)
     pairs.to_json(path, orient="records", lines=True, force_ascii=False)

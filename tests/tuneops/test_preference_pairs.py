@@ -4,7 +4,7 @@ import json
 import random
 
 from tuneops.generation import parse_label_list
-from tuneops.preference_pairs import NEAR_MISSES, length_sign, make_pairs, near_miss
+from tuneops.preference_pairs import NEAR_MISSES, extend_pairs, length_sign, make_pairs, near_miss
 
 LABELS = ["card", "pin", "refund", "fees"]
 
@@ -72,3 +72,15 @@ def test_length_sign_counts_the_labels_of_malformed_answers_too():
     assert length_sign('["card", "pin", "card", "pi', ["card", "pin"]) == 1  # a list that does not end
     assert length_sign('["card"]', ["card", "pin"]) == -1
     assert length_sign('["fees", "pin"]', ["card", "pin"]) == 0
+
+
+def test_a_later_round_adds_its_own_mistakes_where_the_earlier_model_was_right():
+    earlier = make_pairs(["p1", "p2", "p3"], ['["card"]', '["pin"]', '["fees"]'],
+                         ['["pin"]', '["pin"]', '["fees"]'], "json_list")  # wrong on p1, right on p2 and p3
+    later = make_pairs(["p1", "p2", "p3"], ['["card"]', '["pin"]', '["fees"]'],
+                       ['["fees"]', '["pin", "pin", "pin", "pi', '["fees"]'], "json_list")  # p2 now runs away
+    pairs = extend_pairs(earlier, later)
+    assert pairs.iloc[:3].equals(earlier)  # every earlier pair stays
+    added = pairs.iloc[3:]
+    assert added.to_dict("records") == [{"prompt": "p2", "chosen": '["pin"]', "rejected": '["pin", "pin", "pin", "pi',
+                                         "source": "on_policy:later"}]
