@@ -78,6 +78,8 @@ def near_miss(reference: list[str], labels: list[str], rng: random.Random,
                 "swap": bool(reference and others), "broken_json": True}
     pools = [[k for k in kinds if possible[k]] for kinds in (LONGER, SHORTER, SAME)]
     weights = [w if pool else 0.0 for w, pool in zip((longer, shorter, 1 - longer - shorter), pools, strict=True)]
+    if not any(weights):  # e.g. only longer ones wanted, and none possible: any possible kind
+        weights = [float(bool(pool)) for pool in pools]
     pool = rng.choices(pools, weights=weights)[0]
     kind = rng.choice(pool)
     if kind == "drop":

@@ -40,6 +40,8 @@ def test_right_answers_get_a_near_miss_that_is_wrong_and_stable():
 def test_near_miss_of_an_empty_list_adds_or_breaks():
     kinds = {near_miss([], LABELS, random.Random(i))[0] for i in range(30)}
     assert kinds == {"add", "broken_json"}
+    # only a longer one wanted, but nothing can be added to an empty list without other labels: still a near miss
+    assert near_miss([], [], random.Random(0), longer=1.0, shorter=0.0) == ("broken_json", "[")
 
 
 def test_text_answers_give_on_policy_pairs_only():
