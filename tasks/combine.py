@@ -69,9 +69,10 @@ def combine(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_di
     import time
 
     from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     from tuneops.bases import resolve as resolve_base
+    from tuneops.pooling import classifier_class
 
     if len(sources) < 2 or len(sources) != len(weights):
         raise TrainingError(f"combining needs at least two sources and one weight per source (got {len(sources)} "
@@ -97,7 +98,7 @@ def combine(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_di
     assert labels is not None
 
     base = resolve_base(cfg.model.base)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = classifier_class(cfg.model.pooling).from_pretrained(
         base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     model.config.tuneops_max_length = cfg.model.max_length
     peft_model = PeftModel.from_pretrained(model, str(work / "adapter-0"), adapter_name=adapters[0])

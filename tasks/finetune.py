@@ -17,7 +17,7 @@ def check_base_model(cfg: TuneopsConfig) -> str:
     """Resolve model.base before any data is read (a packaged model is converted once, into the model cache)."""
     from tuneops.bases import preflight
 
-    return preflight(cfg.model.base, cfg.model.task)
+    return preflight(cfg.model.base, cfg.model.task, cfg.model.pooling)
 
 
 @task(name="fine-tune", cache_policy=NO_CACHE)

@@ -201,11 +201,15 @@ def _model_config(base: str) -> dict[str, Any] | None:
     return json.loads(Path(found).read_text()) if isinstance(found, str) else None
 
 
-def preflight(base: str, task: str) -> str:
+# model types whose encoder is a BertModel, which model.pooling: mean needs (tuneops/pooling.py)
+MEAN_POOLABLE = ("bert", "tuneops-bert-mean")
+
+
+def preflight(base: str, task: str, pooling: str = "cls") -> str:
     """Resolve ``model.base`` now, or fail with one message naming the key and what it accepts (exit 2).
 
-    Also refuses a model whose architecture the task family cannot train (``TaskFamily.accepts``).
-    Returns the resolved folder.
+    Also refuses a model whose architecture the task family cannot train (``TaskFamily.accepts``), or cannot
+    pool as ``model.pooling`` asks. Returns the resolved folder.
     """
     from tuneops import families
 
@@ -235,6 +239,10 @@ def preflight(base: str, task: str) -> str:
     problem = families.get(task).accepts(config or {})
     if problem:
         raise ConfigError(f"model.base '{base}' cannot be trained as model.task '{task}': {problem}")
+    model_type = (config or {}).get("model_type")
+    if pooling == "mean" and model_type not in MEAN_POOLABLE:
+        raise ConfigError(f"model.pooling: mean is built for BERT-family encoders (model type 'bert'); model.base "
+                          f"'{base}' is a '{model_type}' model. Set model.pooling: cls, or choose a BERT-family base")
     return resolved
 
 

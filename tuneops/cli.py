@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_services()
     from tuneops.bases import preflight
 
-    preflight(cfg.model.base, cfg.model.task)
+    preflight(cfg.model.base, cfg.model.task, cfg.model.pooling)
     from tuneops.startup import prepare_training
 
     prepare_training(cfg.registry.experiment)
@@ -86,7 +86,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     check_services()
     from tuneops.bases import preflight
 
-    preflight(cfg.model.base, cfg.model.task)
+    preflight(cfg.model.base, cfg.model.task, cfg.model.pooling)
     from tuneops.startup import prepare_training
 
     prepare_training(cfg.registry.experiment)

@@ -195,6 +195,11 @@ class ModelConfig(_Section):
         description=f"Base model: {ACCEPTED}. Checked before a run starts (tuneops/bases.py).",
     )
     max_length: int = Field(64, ge=8, le=8192, description="Token limit per text; longer texts are truncated.")
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="classification: how a text becomes the one vector the head classifies. 'cls': the "
+        "[CLS] token through BERT's dense + tanh pooler (transformers' default); 'mean': the average of the last "
+        "hidden states over the text's tokens, the way sentence-transformers models (the packaged MiniLM) were "
+        "pre-trained (BERT-family bases only; tuneops/pooling.py).")
     task: str = Field(
         "classification",
         description="Task family: " + "; ".join(f"'{f.name}' ({f.summary})" for f in FAMILIES.values())
@@ -219,6 +224,13 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _known_task(self) -> ModelConfig:
         _require_known("model.task", self.task, FAMILIES)
+        return self
+
+    @model_validator(mode="after")
+    def _pooling_for_classifiers(self) -> ModelConfig:
+        if self.pooling != "cls" and self.task != "classification":
+            raise ValueError(f"pooling: {self.pooling} applies to task 'classification' only (this is task "
+                             f"'{self.task}'); remove model.pooling")
         return self
 
     @model_validator(mode="after")

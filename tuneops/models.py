@@ -45,6 +45,7 @@ class Classifier:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        import tuneops.pooling  # noqa: F401 - registers the mean-pooled model type with the Auto classes
         from tuneops import runtimes
 
         chosen = runtimes.usable(runtime, "classifier", for_generation=False)

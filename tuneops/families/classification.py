@@ -359,9 +359,10 @@ def verify_export(model_dir: Path, validation: pd.DataFrame, cfg: TuneopsConfig,
 
 def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str) -> TrainingPlan:
     """A sequence classifier over every label of the split files; the best epoch by the gate's primary metric."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+    from transformers import AutoTokenizer, DataCollatorWithPadding
 
     from tuneops.metrics import classification_metrics
+    from tuneops.pooling import classifier_class
     from tuneops.training_plan import TrainingPlan
 
     text, label = cfg.data.text_column, cfg.data.label_column
@@ -370,7 +371,7 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     tokenizer = AutoTokenizer.from_pretrained(base)
 
     def load_base() -> Any:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = classifier_class(cfg.model.pooling).from_pretrained(
             base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
         model.config.tuneops_max_length = cfg.model.max_length
         return model

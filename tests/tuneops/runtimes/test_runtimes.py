@@ -16,15 +16,18 @@ TEXTS = ["my card has not arrived", "change my pin please", "what is the exchang
          "a much longer text about a card that was ordered two weeks ago and still has not arrived at my address"]
 
 
-@pytest.fixture(scope="module")
-def tiny_classifier(tiny_model, tmp_path_factory) -> str:
-    """The tiny BERT with a (random) four-label head, saved as an exported classifier folder."""
+@pytest.fixture(scope="module", params=["cls", "mean"])
+def tiny_classifier(tiny_model, tmp_path_factory, request) -> str:
+    """The tiny BERT with a (random) four-label head, saved as an exported classifier folder, pooled either way
+    (model.pooling)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from tuneops.pooling import classifier_class
 
     path = tmp_path_factory.mktemp("tiny-classifier")
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = classifier_class(request.param).from_pretrained(
         tiny_model, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
         label2id={n: i for i, n in enumerate(LABELS)})
     model.save_pretrained(path)
