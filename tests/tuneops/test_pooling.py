@@ -86,3 +86,10 @@ def test_pooling_is_refused_where_it_cannot_apply(tiny_model, tiny_causal_lm, co
                                           r"model\. Set model.pooling: cls"):
         preflight(tiny_causal_lm, "classification", "mean")
     assert preflight(tiny_model, "classification", "mean") == tiny_model
+
+
+def test_the_preflight_knows_the_mean_pooled_type():
+    from tuneops.bases import MEAN_POOLABLE
+    from tuneops.pooling import MODEL_TYPE
+
+    assert MODEL_TYPE in MEAN_POOLABLE  # a mean-pooled champion can be the base of the next run
