@@ -7,9 +7,9 @@ trained. :class:`MeanPoolingClassifier` is that: the same BERT encoder, the mask
 last hidden states, dropout and a linear head.
 
 It is a transformers model of its own model type (``tuneops-bert-mean``), registered with the Auto
-classes when this module is imported, so an exported folder loads with
-``AutoModelForSequenceClassification`` once tuneops is imported, and a loader without tuneops fails
-with "unrecognised model type" instead of silently pooling the wrong way.
+classes when this module is imported (``tuneops.models.Classifier``, the one prediction path, imports
+it), so an exported folder loads with ``AutoModelForSequenceClassification`` there, and a loader
+without tuneops fails with "unrecognised model type" instead of silently pooling the wrong way.
 """
 
 from __future__ import annotations
