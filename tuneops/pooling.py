@@ -46,8 +46,13 @@ class MeanPoolingClassifier(BertPreTrainedModel):
 
     def forward(self, input_ids: Any = None, attention_mask: Any = None, token_type_ids: Any = None,
                 position_ids: Any = None, inputs_embeds: Any = None, labels: Any = None,
-                **kwargs: Any) -> SequenceClassifierOutput:
+                past_key_values: Any = None, **kwargs: Any) -> SequenceClassifierOutput:
+        # ``past_key_values`` is named so that PEFT's prefix tuning passes its prefix here: without the name in
+        # this signature it calls the encoder itself and classifies the encoder's pooler output, which this
+        # model does not have.
         kwargs.pop("return_dict", None)
+        if past_key_values is not None:
+            kwargs["past_key_values"] = past_key_values
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                         position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
         hidden = out.last_hidden_state

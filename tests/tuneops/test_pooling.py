@@ -93,3 +93,27 @@ def test_the_preflight_knows_the_mean_pooled_type():
     from tuneops.pooling import MODEL_TYPE
 
     assert MODEL_TYPE in MEAN_POOLABLE  # a mean-pooled champion can be the base of the next run
+
+
+@pytest.mark.parametrize("method", ["prefix", "prompt"])
+def test_mean_pooling_trains_and_serves_with_the_virtual_token_methods(method, tiny_model, company_csv, tmp_path):
+    # Prefix tuning lengthens the attention mask (its virtual keys) but not the hidden states, prompt tuning
+    # lengthens both: the mean must still cover the real tokens, whatever the padding.
+    import pandas as pd
+
+    from tuneops.models import Classifier
+    from tuneops.splits import split_frame
+    from tuneops.training import train
+
+    cfg = tiny_config(company_csv, tiny_model, f"mean-{method}", model={"base": tiny_model, "max_length": 32,
+                                                                        "pooling": "mean"},
+                      training={"method": method, "epochs": 2, "learning_rate": 0.01})
+    splits = split_frame(pd.read_csv(company_csv), cfg.split_data(), cfg.split, tmp_path / "splits")
+    result = train(cfg, splits, tmp_path / "out")  # the export is re-scored on validation inside: it must match
+    assert result is not None and result.adapter["adapter_tensors_trained"] > 0
+    model = Classifier(result.model_dir, max_length=32, batch_size=2)
+    short, long = "my card", "my card has still not arrived after two weeks of waiting for it"
+    alone = model.predict([short])
+    padded = model.predict([short, long])
+    assert padded.labels[0] == alone.labels[0]
+    assert padded.confidences[0] == pytest.approx(alone.confidences[0], abs=1e-5)
