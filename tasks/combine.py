@@ -72,7 +72,7 @@ def combine(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_di
     from transformers import AutoConfig, AutoTokenizer
 
     from tuneops.bases import resolve as resolve_base
-    from tuneops.pooling import classifier_class
+    from tuneops.pooling import MODEL_TYPE, classifier_class
 
     if len(sources) < 2 or len(sources) != len(weights):
         raise TrainingError(f"combining needs at least two sources and one weight per source (got {len(sources)} "
@@ -88,6 +88,10 @@ def combine(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_di
             raise TrainingError(f"{source} was trained on base model {tags.get('tuneops.base_model')}, not "
                                 f"{cfg.model.base}; adapters of different base models cannot be combined")
         model_config = AutoConfig.from_pretrained(str(adapter.parent))
+        pooling = "mean" if model_config.model_type == MODEL_TYPE else "cls"
+        if pooling != cfg.model.pooling:  # its head was trained on the other pooling's features
+            raise TrainingError(f"{source} was trained with model.pooling: {pooling}, this config has "
+                                f"model.pooling: {cfg.model.pooling}; set model.pooling: {pooling} to combine it")
         source_labels = [model_config.id2label[i] for i in range(len(model_config.id2label))]
         if labels is not None and source_labels != labels:
             raise TrainingError(f"{source} predicts other labels than {sources[0]}; combined adapters need the same "

@@ -3,6 +3,9 @@ combination into one candidate that is evaluated, gated and registered like a tr
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
@@ -53,3 +56,27 @@ def test_combining_a_non_lora_model_is_refused(prefect_server, tiny_model, compa
                          sources=["combine-full/1", "combine-full/1"], weights=[1.0, 1.0])
     with pytest.raises(mlflow.exceptions.MlflowException):
         MlflowClient().get_registered_model("combined-bad")
+
+
+def test_mean_pooled_sources_combine_under_their_own_pooling_only(prefect_server, tiny_model, company_csv):
+    from tuneops.flows.combine_adapters import combine_adapters
+    from tuneops.flows.train_model import train_model
+
+    def cfg(name: str, pooling: str):
+        return tiny_config(company_csv, tiny_model, name, training=LORA,
+                           model={"base": tiny_model, "max_length": 24, "pooling": pooling})
+
+    train_model(config=cfg("combine-mean", "mean"))
+    with pytest.raises(TrainingError, match="trained with model.pooling: mean, this config has model.pooling: cls"):
+        combine_adapters(config=cfg("combined-cls", "cls"), sources=["combine-mean/1", "combine-mean/1"],
+                         weights=[1.0, 1.0])
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        MlflowClient().get_registered_model("combined-cls")
+    outcome = combine_adapters(config=cfg("combined-mean", "mean"), sources=["combine-mean/1", "combine-mean/1"],
+                               weights=[1.0, 1.0])
+    assert outcome.registration.version == "1"
+    exported = Path(mlflow.artifacts.download_artifacts("models:/combined-mean/1"))
+    assert json.loads(next(exported.rglob("config.json")).read_text())["model_type"] == "tuneops-bert-mean"
+    model = mlflow.pyfunc.load_model("models:/combined-mean/1")
+    out = model.predict(pd.DataFrame({"text": ["where is my new card? it has not arrived"]}))
+    assert out["label"].iloc[0] in LABELS
