@@ -94,7 +94,7 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    evaluated = trainer.evaluate() if plan.final_evaluation else {}
+    evaluated = engine.best_evaluation(trainer) if plan.final_evaluation else {}
     trained = engine.trained_model(trainer, lambda: engine.build_model(plan.load_base, cfg, task_type))
     if trained is None:
         return None  # a distributed worker other than rank 0: rank 0 exports and verifies

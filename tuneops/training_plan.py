@@ -33,7 +33,8 @@ class TrainingPlan:
     trainer_class: Any = None
     """The Trainer subclass to train with (None: ``transformers.Trainer``)."""
     final_evaluation: bool = True
-    """Run the Trainer's evaluation on every worker after training (its metrics feed ``best_validation``)."""
+    """Pass the restored epoch's Trainer validation metrics to ``best_validation`` (read from the Trainer's log,
+    :func:`tuneops.engine.best_evaluation`); families that measure validation themselves turn it off."""
     labels: list[str] = field(default_factory=list)
     save_extra: Callable[[Path], None] = lambda model_dir: None
     """Write family files beside the exported model (e.g. generation settings)."""

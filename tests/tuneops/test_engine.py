@@ -161,3 +161,39 @@ def test_training_steps_the_per_layer_optimizer(tiny_model, company_csv, tmp_pat
     assert built[0].state, "the Trainer did not step tuneops' optimizer"  # AdamW keeps moments per stepped param
     scheduled = sorted({g["initial_lr"] for g in built[0].param_groups})  # the schedule scaled these rates
     assert scheduled[-1] == pytest.approx(0.01) and scheduled[0] < cfg.training.learning_rate, scheduled
+
+
+def test_best_validation_is_read_from_the_restored_epoch_not_a_second_pass(tiny_model, company_csv, tmp_path,
+                                                                           monkeypatch):
+    import pandas as pd
+    from transformers import Trainer
+
+    from tuneops.splits import split_frame
+    from tuneops.training import train
+
+    passes: list[dict[str, float]] = []
+    real = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: passes.append(real(self, *a, **k)) or passes[-1])
+    cfg = tiny_config(company_csv, tiny_model, "best-eval", training={"epochs": 3, "learning_rate": 0.003})
+    splits = split_frame(pd.read_csv(company_csv), cfg.split_data(), cfg.split, tmp_path / "splits")
+    result = train(cfg, splits, tmp_path / "out")
+    assert result is not None
+    assert len(passes) == 3, "validation ran again after training"  # one pass per epoch, none after
+    best = max(passes, key=lambda m: m["eval_accuracy"])  # the first best epoch is the one restored
+    assert result.best_validation == {"accuracy": best["eval_accuracy"], "macro_f1": best["eval_macro_f1"]}
+
+
+def test_best_validation_falls_back_to_a_pass_when_the_log_lacks_the_epoch():
+    from types import SimpleNamespace
+
+    from transformers import TrainerState
+
+    from tuneops import engine
+
+    state = TrainerState(log_history=[{"step": 4, "eval_loss": 0.5, "eval_accuracy": 0.9}])
+    trainer = SimpleNamespace(state=state, evaluate=lambda: {"eval_accuracy": 0.7})
+    assert engine.best_evaluation(trainer) == {"eval_accuracy": 0.7}  # no best step recorded
+    state.best_global_step = 4
+    assert engine.best_evaluation(trainer) == {"eval_loss": 0.5, "eval_accuracy": 0.9}
+    state.best_global_step = 8
+    assert engine.best_evaluation(trainer) == {"eval_accuracy": 0.7}  # the log has no entry for that step
