@@ -135,6 +135,17 @@ def test_pairs_cli_writes_under_tuneops_home(chain, tmp_path):
     assert "preference pairs from" in out.stdout and (tmp_path / "p.jsonl").is_file()
 
 
+def test_pairs_cli_refuses_an_extend_file_that_is_not_pairs(chain, tmp_path):
+    _, _, _, task_yaml = chain
+    bad = tmp_path / "answers.csv"
+    pd.DataFrame({"prompt": ["Which intent: my card"], "answer": ['["card arrival"]']}).to_csv(bad, index=False)
+    out = run_cli("pairs", "--config", str(task_yaml), "--extend", str(bad), "--output", str(tmp_path / "p.jsonl"))
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+    assert f"--extend {bad}: not a pairs file of `tuneops pairs`" in out.stderr
+    assert "it has prompt, answer" in out.stderr
+    assert not (tmp_path / "p.jsonl").exists()
+
+
 def test_dpo_on_smollm2_for_a_few_steps(prefect_server, instruction_csv, tmp_path):
     """The packaged SmolLM2 through the preference flow: four DPO steps on 40 pairs, gated, registered, answering."""
     import mlflow
