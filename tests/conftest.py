@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# `make test` runs the suite in two pytest-xdist workers on the two cores (README, "Tests"): each worker is a process
+# of its own, with its own TUNEOPS_HOME, MLflow store and Prefect server, and one torch thread, so that two
+# trainings side by side do not fight over the cores (a subprocess that the tests start inherits the setting).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 _HOME = Path(tempfile.mkdtemp(prefix="tuneops-tests-"))
 os.environ["TUNEOPS_HOME"] = str(_HOME)
 os.environ.pop("PREFECT_API_URL", None)
@@ -238,3 +243,35 @@ def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
                                                gate={"min_lift_over_baseline": None}))
     assert outcome.registration.promoted, outcome.decision.reason
     return name
+
+
+# Fixtures that start a server or train a model: a test that uses one is `slow`, whatever its module says, so
+# `make test-fast` (pytest -m "not slow") runs only the tests that train nothing and start no server.
+# (``item.fixturenames`` holds every fixture a test needs, those of its fixtures included.)
+SLOW_FIXTURES = {"prefect_server", "s3_endpoint", "s3_locked", "stack", "browser", "pg", "s3"}
+# The modules that take longest, longest first. pytest-xdist (`make test`: `--dist loadfile`) hands whole modules
+# to its two workers in collection order, so starting with these lets both workers finish at about the same time.
+# `make test` prints the 30 slowest tests: keep this list in step with it.
+HEAVY_FIRST = (
+    "tests/infra/test_stack_postgres.py",
+    "tests/flows/test_resume.py",
+    "tests/flows/test_distributed.py",
+    "tests/flows/test_methods.py",
+    "tests/infra/test_stack.py",
+    "tests/infra/test_stack_faults.py",
+    "tests/monitoring/test_monitor_flow.py",
+    "tests/demos/test_monitoring.py",
+    "tests/flows/test_train_preference.py",
+    "tests/tuneops/test_server.py",
+    "tests/monitoring/test_monitor_llm.py",
+    "tests/flows/test_train_causal_lm.py",
+    "tests/flows/test_bad_inputs.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+    rank = {path: i for i, path in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: file order kept

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def test_help_does_not_import_heavy_libraries():
     """`tuneops --help` stays fast because nothing heavy is imported on its path."""
@@ -30,6 +32,7 @@ def test_unreachable_mlflow_server_is_a_clear_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_local_prefect_server_dies_with_a_killed_cli(tmp_path):
     """A SIGKILLed `tuneops` (OOM killer, kill -9) leaves no orphaned Prefect server behind."""
     import os

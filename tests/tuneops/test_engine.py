@@ -59,6 +59,7 @@ def test_early_stopping_ends_training_and_same_seed_gives_same_metrics(prefect_s
         assert runs[0][metric] == runs[1][metric], metric
 
 
+@pytest.mark.slow
 def test_bf16_trains_on_a_cpu_with_bf16_instructions_and_falls_back_to_fp32_elsewhere(
         tiny_causal_lm, instruction_csv, tmp_path, monkeypatch, caplog):
     import pandas as pd
@@ -143,6 +144,7 @@ def test_optimizer_groups_and_deepspeed_are_refused_together(tiny_model, company
                                                    "deepspeed_config": "configs/deepspeed/zero2.json"}})
 
 
+@pytest.mark.slow
 def test_training_steps_the_per_layer_optimizer(tiny_model, company_csv, tmp_path, monkeypatch):
     import pandas as pd
 
@@ -163,6 +165,7 @@ def test_training_steps_the_per_layer_optimizer(tiny_model, company_csv, tmp_pat
     assert scheduled[-1] == pytest.approx(0.01) and scheduled[0] < cfg.training.learning_rate, scheduled
 
 
+@pytest.mark.slow
 def test_best_validation_is_read_from_the_restored_epoch_not_a_second_pass(tiny_model, company_csv, tmp_path,
                                                                            monkeypatch):
     import pandas as pd

@@ -95,6 +95,7 @@ def test_the_preflight_knows_the_mean_pooled_type():
     assert MODEL_TYPE in MEAN_POOLABLE  # a mean-pooled champion can be the base of the next run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["prefix", "prompt"])
 def test_mean_pooling_trains_and_serves_with_the_virtual_token_methods(method, tiny_model, company_csv, tmp_path):
     # Prefix tuning lengthens the attention mask (its virtual keys) but not the hidden states, prompt tuning
