@@ -45,12 +45,8 @@ def append_prediction_log(scored: pd.DataFrame, output: str, fmt: scoring.LogFor
 @task(name="score-into-log", cache_policy=NO_CACHE)
 def score_into_log(config: TuneopsConfig, version: str, input: str, output: str,
                    fmt: scoring.LogFormat) -> scoring.BatchResult:
-    """Read, score (on serving.runtime) and append the batch chunk by chunk, logging progress on long inputs."""
-    logger = get_run_logger()
-
-    def progress(rows: int, seconds: float) -> None:
-        logger.info("scored %d rows (%.1f rows/s)", rows, rows / max(seconds, 1e-9))
-
-    result = scoring.score_into_log(config, version, input, output, fmt, progress=progress)
-    logger.info("appended %d predictions to %s", result.rows, result.uri)
+    """Read, score (on serving.runtime) and append the batch chunk by chunk; on long inputs the library logs the
+    rows done, their rate and the time left (tuneops.scoring, forwarded to the run's log)."""
+    result = scoring.score_into_log(config, version, input, output, fmt)
+    get_run_logger().info("appended %d predictions to %s", result.rows, result.uri)
     return result

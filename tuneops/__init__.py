@@ -6,7 +6,8 @@ drift, alert and retraining logic, ``tuneops.infra`` (infra/) the local stack, a
 one command. README.md, "Architecture", draws the layers.
 """
 
-import logging
+from tuneops import console
 
 # Progress lines (training steps, the memory preflight, launches) are INFO; Prefect forwards them to the run's log.
-logging.getLogger(__name__).setLevel(logging.INFO)
+# The libraries below tuneops are quiet from here on unless TUNEOPS_LOG_LEVEL is DEBUG (tuneops.console).
+console.configure(strict=False)

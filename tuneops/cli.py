@@ -254,16 +254,23 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+VERBOSE = ("-v", "--verbose")
+VERBOSE_OPTIONS = {"action": "store_true", "help": "show everything: tuneops' debug lines and the libraries' own "
+                   "warnings, logs and progress bars (same as TUNEOPS_LOG_LEVEL=DEBUG)"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneops",
         description="Fine-tune language models on company data: validate, split, train, gate, register.",
         epilog="State lives under $TUNEOPS_HOME (default ./.tuneops) unless MLFLOW_TRACKING_URI / "
         "PREFECT_API_URL point at servers.")
+    parser.add_argument(*VERBOSE, **VERBOSE_OPTIONS, default=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
+        p.add_argument(*VERBOSE, **VERBOSE_OPTIONS, default=argparse.SUPPRESS)  # after the command too
         p.set_defaults(func=func)
         return p
 
@@ -353,10 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tuneops import settings
+    from tuneops import console, settings
 
-    settings.configure_environment()
     try:
+        console.configure(verbose=args.verbose)  # before any library loads; a TUNEOPS_LOG_LEVEL must be a level
+        settings.configure_environment()
         return args.func(args)
     except TuneopsError as exc:
         print(f"error: {exc}", file=sys.stderr)

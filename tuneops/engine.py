@@ -225,12 +225,20 @@ def quiet(trainer: Any) -> Any:
 
 def callbacks(cfg: TuneopsConfig, run_id: str | None) -> list[Any]:
     """MLflow metrics per logging step, a progress line per log, early stopping when configured."""
+    import time
+
     from transformers import EarlyStoppingCallback, TrainerCallback
 
-    from tuneops import tracking
+    from tuneops import progress, tracking
 
     class Progress(TrainerCallback):
-        """Loss curves and validation metrics to MLflow; a readable progress line to the log."""
+        """Loss curves and validation metrics to MLflow; a readable progress line, with the pace and the time
+        left, to the log."""
+
+        began, first_step = time.perf_counter(), 0
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.began, self.first_step = time.perf_counter(), state.global_step  # a resumed run's steps, not ours
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             numbers = {k.replace("eval_", "validation_"): v for k, v in (logs or {}).items()
@@ -240,7 +248,11 @@ def callbacks(cfg: TuneopsConfig, run_id: str | None) -> list[Any]:
             if run_id:
                 tracking.log_metrics(run_id, numbers, step=state.global_step)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items() if k != "epoch")
-            logger().info("step %d/%d (epoch %.2f): %s", state.global_step, state.max_steps, state.epoch or 0, shown)
+            per_step = args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+            pace = progress.training(state.global_step, state.max_steps, self.first_step,
+                                     time.perf_counter() - self.began, per_step)
+            logger().info("step %d/%d (epoch %.2f): %s; %s", state.global_step, state.max_steps, state.epoch or 0,
+                          shown, pace)
 
     found: list[Any] = [Progress()]
     if cfg.training.early_stopping_patience:

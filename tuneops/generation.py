@@ -21,6 +21,7 @@ from typing import Any
 
 from tuneops.models import has_base_and_adapter, load_base_and_adapter
 
+_log = logging.getLogger("tuneops.generation")
 IGNORE = -100  # label id the loss skips (PyTorch cross-entropy's ignore_index)
 GENERATION_FILE = "tuneops_generation.json"  # template and lengths saved beside the exported weights
 
@@ -271,7 +272,7 @@ def _cpu_bf16() -> bool:
 
     pays, why = cpu_bf16_pays()
     if not pays:
-        logging.getLogger("tuneops.generation").warning("bf16 generation: %s, so it generates in fp32", why)
+        _log.warning("bf16 generation: %s, so it generates in fp32", why)
     return pays
 
 
@@ -341,8 +342,11 @@ class Generator:
         Batches are length-sorted and left-padded. With stop strings a sequence stops at the first
         one (transformers' ``stop_strings``) and the answer is cut before it.
         """
+        from tuneops.progress import Meter
+
         tok, s, torch = self.tokenizer, self.settings, self.torch
         rendered = [render_prompt(tok, p, s.prompt_template, s.system_prompt) for p in prompts]
+        meter = Meter(len(rendered), "answers", lambda text: _log.info("generated %s", text))
         order = sorted(range(len(rendered)), key=lambda i: len(rendered[i]))
         out: list[Generated | None] = [None] * len(rendered)
         device = next(self.model.parameters()).device
@@ -369,6 +373,7 @@ class Generator:
                         out[i] = Generated(text.strip(), int(enc["attention_mask"][j].sum()), n,
                                            "stop" if stopped or n < s.max_new_tokens else "length",
                                            round(latency, 3))
+                    meter(start + len(idx))  # about every 10 s on long inputs: answers done, rate, time left
         finally:
             tok.padding_side = side
         return out  # type: ignore[return-value]  # every index is filled above

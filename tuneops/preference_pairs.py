@@ -22,6 +22,7 @@ whatever the row order. ``tuneops pairs`` writes them (JSONL) under $TUNEOPS_HOM
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from dataclasses import dataclass
@@ -174,6 +175,7 @@ def build_pairs(task: TuneopsConfig, champion: str | None = None, output: str | 
     df = prepare_causal(select_subset(read_dataset(task.data.path), task.data), task)
     train = df[assign_splits(df, task.split_data(), task.split) == "train"]
     prompts, references = generation.examples(train, task)
+    logging.getLogger("tuneops.preference_pairs").info("answering %d training prompts with %s", len(prompts), champion)
     answers = generation.Generator(resolve(champion), task.training.eval_batch_size).generate(prompts)
     pairs = make_pairs([str(p) for p in prompts], references, answers, task.model.response_format, seed)
     if earlier is not None:

@@ -784,10 +784,13 @@ def serve(spec: ServeSpec) -> None:
 
     import uvicorn
 
+    from tuneops import console
+
     serving = spec.settings()
     resolved = resolve(spec)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # uvicorn's, plus the server's own messages
-    log_config["loggers"]["tuneops"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    log_config["loggers"]["tuneops"] = {"handlers": ["default"], "level": console.level(strict=False),
+                                        "propagate": False}
     uvicorn_log = {"log_level": "info", "log_config": log_config, "timeout_graceful_shutdown": 30}
     if serving.workers == 1:
         loaded = load(spec, resolved)

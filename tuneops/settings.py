@@ -20,7 +20,6 @@ QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "HF_HUB_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
-    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "GIT_PYTHON_REFRESH": "quiet",
     "PREFECT_LOGGING_LOG_PRINTS": "true",
@@ -28,6 +27,7 @@ QUIET_ENV = {
     # Library code logs to the `tuneops` loggers, never through Prefect: Prefect forwards them to the run's log.
     "PREFECT_LOGGING_EXTRA_LOGGERS": "tuneops",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+    # The libraries' warnings, logs and progress bars: tuneops.console (TUNEOPS_LOG_LEVEL, `tuneops --verbose`).
 }
 
 

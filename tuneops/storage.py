@@ -128,6 +128,32 @@ def list_sources(uri: str) -> list[Source]:
     return [Source(str(path))]
 
 
+def count_rows(sources: list[Source]) -> int | None:
+    """How many rows the local files hold, counted without parsing them into frames (what a progress estimate
+    needs); None when any is on S3 (counting would fetch it twice) or cannot be counted."""
+    import csv
+
+    total = 0
+    try:
+        for source in sources:
+            path = Path(source.uri)
+            if is_s3(source.uri) or not path.is_file():
+                return None
+            if source.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                total += pq.ParquetFile(path).metadata.num_rows
+            elif source.suffix == ".csv":
+                with path.open(newline="", encoding="utf-8") as f:
+                    total += max(sum(1 for row in csv.reader(f) if row) - 1, 0)  # the header is no row
+            else:
+                with path.open("rb") as f:
+                    total += sum(1 for line in f if line.strip())
+    except (OSError, ValueError, csv.Error):
+        return None
+    return total
+
+
 def _list_s3(uri: str) -> list[Source]:
     bucket, prefix = split_s3(uri)
     client = s3_client()

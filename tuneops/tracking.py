@@ -115,6 +115,23 @@ def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str | None 
     client().log_artifacts(run_id, str(local_dir), artifact_path)
 
 
+def dataset_source(uri: str) -> Any:
+    """The MLflow dataset source of a data location, named explicitly: given a plain string, MLflow guesses its
+    kind, and a local path fits two of its kinds ('' and 'file' schemes) equally. A scheme MLflow has no source
+    kind for stays a string (MLflow's guess)."""
+    import json
+    from urllib.parse import urlparse
+
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.exceptions import MlflowException
+
+    scheme = urlparse(uri).scheme
+    try:
+        return get_dataset_source_from_json(json.dumps({"uri": uri}), scheme if len(scheme) > 1 else "local")
+    except MlflowException:
+        return uri
+
+
 def log_datasets(run_id: str, frames: dict[str, tuple[Any, str, str]], targets: str | None = None) -> None:
     """Record datasets as MLflow dataset inputs: name -> (DataFrame, source URI, fingerprint)."""
     import mlflow.data
@@ -122,6 +139,7 @@ def log_datasets(run_id: str, frames: dict[str, tuple[Any, str, str]], targets: 
 
     inputs = []
     for name, (frame, source, digest) in frames.items():
-        dataset = mlflow.data.from_pandas(frame, source=source, targets=targets, name=name, digest=digest)
+        dataset = mlflow.data.from_pandas(frame, source=dataset_source(source), targets=targets, name=name,
+                                          digest=digest)
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", name)]))
     client().log_inputs(run_id, datasets=inputs)
