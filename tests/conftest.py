@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# `make test` runs the suite in two pytest-xdist workers on the two cores (README, "Tests"): each worker is a process
-# of its own, with its own TUNEOPS_HOME, MLflow store and Prefect server, and one torch thread, so that two
-# trainings side by side do not fight over the cores (a subprocess that the tests start inherits the setting).
+# `make test` runs the suite in three pytest-xdist workers on the two cores (README, "Tests"): each worker is a
+# process of its own, with its own TUNEOPS_HOME, MLflow store and Prefect server, and one torch thread, so that
+# trainings side by side do not spin on each other's threads (a subprocess that the tests start inherits the setting).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 _HOME = Path(tempfile.mkdtemp(prefix="tuneops-tests-"))
@@ -250,7 +250,7 @@ def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
 # (``item.fixturenames`` holds every fixture a test needs, those of its fixtures included.)
 SLOW_FIXTURES = {"prefect_server", "s3_endpoint", "s3_locked", "stack", "browser", "pg", "s3"}
 # The modules that take longest, longest first. pytest-xdist (`make test`: `--dist loadfile`) hands whole modules
-# to its two workers in collection order, so starting with these lets both workers finish at about the same time.
+# to its workers in collection order, so starting with these lets both workers finish at about the same time.
 # `make test` prints the 30 slowest tests: keep this list in step with it.
 HEAVY_FIRST = (
     "tests/infra/test_stack_postgres.py",

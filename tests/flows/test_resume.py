@@ -19,6 +19,9 @@ import pytest
 import yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# Killed once two epochs are checkpointed: four more are the margin that the kill lands before the run finishes
+# (asserted), and the rest of the run is what the resumed and the uninterrupted runs are compared on.
+EPOCHS = 6
 
 
 def _config(path: Path, data: str, base: str, name: str, checkpoint_uri: str | None = None) -> Path:
@@ -26,7 +29,7 @@ def _config(path: Path, data: str, base: str, name: str, checkpoint_uri: str | N
         "data": {"path": data, "label_column": "category"},
         "validation": {"min_rows_per_class": 10},
         "model": {"base": base, "max_length": 32},
-        "training": {"method": "full", "epochs": 12, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
+        "training": {"method": "full", "epochs": EPOCHS, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
                      "checkpoint_uri": checkpoint_uri},
         "gate": {"floors": {"accuracy": 0.0}},
         "registry": {"model_name": name, "experiment": "resume"},
@@ -84,7 +87,7 @@ def test_sigkilled_training_resumes_and_matches_uninterrupted(tmp_path, tiny_mod
     home = tmp_path / "home"
     config = _config(tmp_path / "resume.yaml", company_csv, tiny_model, "resumed")
 
-    _kill_after_two_epochs_then_resume(home, config, epochs=12)
+    _kill_after_two_epochs_then_resume(home, config, epochs=EPOCHS)
     resumed = _test_metrics(home, "resumed")
 
     reference_home = tmp_path / "reference"
@@ -131,11 +134,11 @@ def test_sigkilled_causal_lm_training_resumes_through_the_flow(tmp_path, tiny_ca
         "data": {"path": instruction_csv, "prompt_column": "prompt", "response_column": "response"},
         "validation": {"min_rows_per_class": 1},
         "model": {"base": tiny_causal_lm, "task": "causal_lm", "max_length": 48, "max_new_tokens": 6},
-        "training": {"method": "full", "epochs": 10, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
+        "training": {"method": "full", "epochs": EPOCHS, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
                      "warmup_ratio": 0.0},
         "registry": {"model_name": "resumed-causal", "experiment": "resume"},
     }))
-    _kill_after_two_epochs_then_resume(home, config, epochs=10)
+    _kill_after_two_epochs_then_resume(home, config, epochs=EPOCHS)
     metrics = _test_metrics(home, "resumed-causal")
-    assert metrics["epochs_run"] == pytest.approx(10) and metrics["best_validation_loss"] < 1.0, metrics
+    assert metrics["epochs_run"] == pytest.approx(EPOCHS) and metrics["best_validation_loss"] < 1.0, metrics
     assert 0.0 <= metrics["test_exact_match"] <= 1.0 and "test_rouge_l" in metrics
