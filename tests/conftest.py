@@ -250,7 +250,7 @@ def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
 # (``item.fixturenames`` holds every fixture a test needs, those of its fixtures included.)
 SLOW_FIXTURES = {"prefect_server", "s3_endpoint", "s3_locked", "stack", "browser", "pg", "s3"}
 # The modules that take longest, longest first. pytest-xdist (`make test`: `--dist loadfile`) hands whole modules
-# to its workers in collection order, so starting with these lets both workers finish at about the same time.
+# to its workers in collection order, so starting with these lets the workers finish at about the same time.
 # `make test` prints the 30 slowest tests: keep this list in step with it.
 HEAVY_FIRST = (
     "tests/infra/test_stack_postgres.py",
