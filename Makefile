@@ -124,7 +124,7 @@ postgres-deps:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 # Retake the README's screenshots (docs/img/) from the demo's own training: the browser tests start a real stack
-# and run train_model/manual with configs/banking77_lora.yaml, what `make demo` trains (10+ min on 2 cores).
+# and run train_model/manual with configs/banking77_lora.yaml, what `make demo` trains (about 5 min on 2 cores).
 # `make test` never writes docs/img/ (its screenshots go to pytest's temporary folder).
 screenshots: install browser-deps
 	TUNEOPS_SCREENSHOTS=$(CURDIR)/docs/img TUNEOPS_SCREENSHOT_CONFIG=configs/banking77_lora.yaml \
