@@ -1,11 +1,12 @@
 """Bottleneck adapters against LoRA on the demo task, side by side in one run.
 
-Both train with the engine exactly as `tuneops train` does (tuneops.training.train: the Trainer, best epoch
+Both train with the engine exactly as `tuneops train` does (tuneops.training.trainer.train: the Trainer, best epoch
 restored, the export and its reload check), on the same split of the 30 demo intents at up to 100 rows each (the data
 and split of configs/banking77_adapter.yaml), each with its shipped model and training settings:
 configs/banking77_lora.yaml (LoRA r 16 on query/key/value/dense, merged for export) and
 configs/banking77_adapter.yaml (Houlsby bottleneck adapters, reduction factor 16, exported as base + adapter).
-Then both exported folders are loaded as serving loads them (tuneops.models.Classifier) and timed in
+Then both exported folders are loaded as serving loads them (tuneops.families.classification.predictor.Classifier) and
+timed in
 alternating rounds, so a busy machine slows both alike:
 
   test accuracy        on the held-out test split (the gate's number)
@@ -48,12 +49,12 @@ def main() -> None:
     import torch
 
     from tuneops.config import load_config
-    from tuneops.data import select_subset
-    from tuneops.metrics import classification_metrics
-    from tuneops.models import Classifier
-    from tuneops.splits import split_frame
-    from tuneops.storage import read_dataset
-    from tuneops.training import train
+    from tuneops.data.rows import select_subset
+    from tuneops.data.splits import split_frame
+    from tuneops.data.storage import read_dataset
+    from tuneops.evaluation.metrics import classification_metrics
+    from tuneops.families.classification.predictor import Classifier
+    from tuneops.training.trainer import train
 
     overrides = [f"training.epochs={args.epochs}"] if args.epochs else []
     cfgs = {name: load_config(path, overrides) for name, path in CONFIGS.items()}

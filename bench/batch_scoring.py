@@ -64,7 +64,7 @@ def pipeline_rows_per_s(model_dir: str, texts: list[str], batch_size: int, max_l
 
 
 def predict_rows_per_s(cfg, source: Path, version: str, runtime: str, out: Path) -> float:  # noqa: ANN001
-    from tuneops.scoring import predict_file
+    from tuneops.serving.scoring import predict_file
 
     cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(update={"runtime": runtime})})
     began = time.perf_counter()
@@ -101,9 +101,9 @@ def main() -> None:
         sets = [x for s in args.set for x in ("--set", s)]
         subprocess.run([sys.executable, "-m", "tuneops.cli", "train", args.config, *sets], check=True, cwd=ROOT)
 
-    from tuneops import runtime_check, runtimes
     from tuneops.config import load_config
-    from tuneops.scoring import resolve_version
+    from tuneops.serving import runtime_check, runtimes
+    from tuneops.serving.scoring import resolve_version
 
     cfg = load_config(ROOT / args.config, args.set)
     version = resolve_version(cfg.registry.model_name, args.version)

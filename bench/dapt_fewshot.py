@@ -5,9 +5,10 @@ the encoder that `tuneops train configs/banking77_dapt.yaml` adapted to the bank
 unused). The split is the supervised config's own (configs/banking77_lora_full.yaml: all 77 intents), whose
 test texts banking77_dapt.yaml kept out of its corpus; the training rows are ``--per-intent`` labelled rows per
 intent of its train split (chosen by hash), the validation rows (best epoch) ``--val-per-intent`` of its
-validation split, and the whole test split scores both. Training is the shared trainer (tuneops.training)
+validation split, and the whole test split scores both. Training is the shared trainer (tuneops.training.trainer)
 with the supervised config's method and settings (``--epochs`` overrides). Printed: test accuracy and
-macro-F1 of both, the paired difference (adapted - plain) and its paired bootstrap CI (tuneops.gate), per seed
+macro-F1 of both, the paired difference (adapted - plain) and its paired bootstrap CI (tuneops.evaluation.gate), per
+seed
 and pooled over seeds.
 
     TUNEOPS_HOME=... .venv/bin/python bench/dapt_fewshot.py [--adapted models:/banking77-dapt@champion]
@@ -37,7 +38,7 @@ settings.configure_environment()
 
 def few_labels(frame: pd.DataFrame, label: str, text: str, per_label: int) -> pd.DataFrame:
     """``per_label`` rows of every label, chosen by a stable hash of the text (the same rows on every machine)."""
-    from tuneops.data import stable_hash
+    from tuneops.data.rows import stable_hash
 
     order = stable_hash(frame[text], salt="fewshot")
     return (frame.assign(_order=order).sort_values("_order", kind="stable").groupby(label, sort=False)
@@ -45,8 +46,8 @@ def few_labels(frame: pd.DataFrame, label: str, text: str, per_label: int) -> pd
 
 
 def run_arm(cfg, splits, out: Path, test: pd.DataFrame) -> tuple[pd.DataFrame, float]:  # noqa: ANN001
-    from tuneops.models import Classifier
-    from tuneops.training import train
+    from tuneops.families.classification.predictor import Classifier
+    from tuneops.training.trainer import train
 
     start = time.perf_counter()
     trained = train(cfg, splits, out)
@@ -72,13 +73,13 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, help="folder that keeps each arm's test predictions")
     args = parser.parse_args()
 
-    from tuneops.bases import resolve
     from tuneops.config import load_config
-    from tuneops.data import fingerprint, select_subset
-    from tuneops.gate import paired_bootstrap
-    from tuneops.metrics import classification_metrics
-    from tuneops.splits import SplitResult, assign_splits
-    from tuneops.storage import read_dataset
+    from tuneops.data.rows import fingerprint, select_subset
+    from tuneops.data.splits import SplitResult, assign_splits
+    from tuneops.data.storage import read_dataset
+    from tuneops.evaluation.gate import paired_bootstrap
+    from tuneops.evaluation.metrics import classification_metrics
+    from tuneops.training.base_models import resolve
 
     supervised = load_config(args.supervised)
     d = supervised.data

@@ -10,7 +10,7 @@ with (so the rows are exactly the run's), and scores
            normalised text is also in the run's train or validation split (none may leak in);
   + test   the same plus the run's test split (also never trained on, but the gate already saw it);
 
-with the registered model (``tuneops.scoring.score_texts``, the path `tuneops predict` takes) and with TF-IDF +
+with the registered model (``tuneops.serving.scoring.score_texts``, the path `tuneops predict` takes) and with TF-IDF +
 logistic regression fitted on the same training split (``fit_tfidf``, every run's baseline). Prints one line per
 set: rows, accuracy of each, and a JSON line.
 
@@ -44,11 +44,11 @@ def main() -> None:
     import pandas as pd
 
     from tuneops.config import load_config
-    from tuneops.data import fingerprint, select_subset
+    from tuneops.data.rows import fingerprint, select_subset
+    from tuneops.data.splits import assign_splits, normalise
+    from tuneops.data.storage import read_dataset
     from tuneops.families.classification import fit_tfidf
-    from tuneops.scoring import resolve_version, score_texts
-    from tuneops.splits import assign_splits, normalise
-    from tuneops.storage import read_dataset
+    from tuneops.serving.scoring import resolve_version, score_texts
 
     cfg = load_config(args.config, args.overrides)
     data, name = cfg.data, cfg.registry.model_name

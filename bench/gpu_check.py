@@ -1,8 +1,8 @@
 """bf16 + DeepSpeed ZeRO-3 on a GPU, through the engine's own training path (no Prefect, no MLflow).
 
 The variants train MiniLM on all of BANKING77 with the settings of configs/banking77_lora_full.yaml, each
-through ``tuneops.training`` exactly as the fine-tune task runs it: a single process in fp32 (the
-baseline), and the DeepSpeed launch (torchrun + ``tuneops.train_worker``) with ZeRO-3 and bf16, for LoRA
+through ``tuneops.training.trainer`` exactly as the fine-tune task runs it: a single process in fp32 (the
+baseline), and the DeepSpeed launch (torchrun + ``tuneops.training.worker``) with ZeRO-3 and bf16, for LoRA
 and full fine-tuning. Each exported model is reloaded the way serving loads it and scored on the test split.
 
     python bench/gpu_check.py prepare .gpu     # here: the project's split of BANKING77, MiniLM as fp16 files
@@ -45,10 +45,10 @@ def prepare(work: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from tuneops.bases import resolve as resolve_base
     from tuneops.config import load_config
-    from tuneops.splits import split_frame
+    from tuneops.data.splits import split_frame
     from tuneops.tasks.data import load_dataset
+    from tuneops.training.base_models import resolve as resolve_base
 
     cfg = load_config(CONFIG)
     splits = split_frame(load_dataset.fn(cfg.data), cfg.split_data(), cfg.split, work / "splits")
@@ -83,14 +83,14 @@ def variant_config(name: str, work: Path) -> TuneopsConfig:
 
 
 def run(work: Path, out: Path) -> None:
-    """Train every variant through tuneops.training and score its exported model on the test split."""
+    """Train every variant through tuneops.training.trainer and score its exported model on the test split."""
     import pandas as pd
     import torch
 
-    from tuneops.metrics import classification_metrics
-    from tuneops.models import Classifier
-    from tuneops.splits import SplitResult
-    from tuneops.training import launch_distributed, train
+    from tuneops.data.splits import SplitResult
+    from tuneops.evaluation.metrics import classification_metrics
+    from tuneops.families.classification.predictor import Classifier
+    from tuneops.training.trainer import launch_distributed, train
 
     os.environ.setdefault("TUNEOPS_HOME", str(work / "home"))
     raw = json.loads((work / "splits.json").read_text())

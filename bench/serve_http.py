@@ -143,7 +143,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def start(name: str, argv: list[str], env: dict[str, str], url: str, folder: Path) -> subprocess.Popen:
-    from tuneops.server import wait_until_ready
+    from tuneops.serving.server import wait_until_ready
 
     log = (folder / f"{name}.log").open("wb")
     proc = subprocess.Popen(argv, env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -203,7 +203,7 @@ def main() -> None:
     import pandas as pd
 
     from tuneops.config import ServingConfig, load_config
-    from tuneops.server import build_spec, mlflow_serve_command, resolve
+    from tuneops.serving.server import build_spec, mlflow_serve_command, resolve
 
     config_path = ROOT / (args.config or DEMO_CONFIGS[args.family])
     cfg = load_config(config_path) if args.model_uri is None else None

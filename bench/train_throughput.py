@@ -28,7 +28,8 @@ and collator), in fp32 and under bf16 autocast:
 
   engine-smollm2[-bf16]  tuneops' Trainer set-up on the causal-LM family's training plan
   plain-smollm2[-bf16]   a hand-written PEFT loop over the very same length-grouped batches -> goal ratio >= 1.0
-  generate-smollm2[-bf16] greedy generation of the test prompts as evaluation and serving do (tuneops.generation,
+  generate-smollm2[-bf16] greedy generation of the test prompts as evaluation and serving do
+  (tuneops.families.causal_lm.generation,
                          32 prompts a batch, up to 12 new tokens): prompts/s and generated tokens/s
 
     .venv/bin/python bench/train_throughput.py [--steps 30] [--warmup 5] [--rows 2048] [--llm-steps 12]
@@ -61,8 +62,8 @@ def _setup_llm(mode: str) -> tuple[Any, Any, Any, Any, Any]:
     from transformers import AutoModelForCausalLM
 
     from tuneops import families, methods
-    from tuneops.bases import resolve as resolve_base
     from tuneops.config import load_config
+    from tuneops.training.base_models import resolve as resolve_base
 
     transformers.logging.set_verbosity_error()
     cfg = load_config(LLM_CONFIG, ["training.precision=bf16"] if mode.endswith("bf16") else [])
@@ -80,9 +81,10 @@ def _generate(mode: str) -> dict[str, Any]:
     import pandas as pd
     import transformers
 
-    from tuneops import families, generation
-    from tuneops.bases import resolve as resolve_base
+    from tuneops import families
     from tuneops.config import load_config
+    from tuneops.families.causal_lm import generation
+    from tuneops.training.base_models import resolve as resolve_base
 
     transformers.logging.set_verbosity_error()
     cfg = load_config(LLM_CONFIG, ["training.precision=bf16"] if mode.endswith("bf16") else [])
@@ -107,8 +109,8 @@ def _setup(mode: str, rows: int) -> tuple[Any, Any, Any, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from tuneops import methods
-    from tuneops.bases import resolve as resolve_base
     from tuneops.config import load_config
+    from tuneops.training.base_models import resolve as resolve_base
 
     transformers.logging.set_verbosity_error()
     method = "full" if mode.removesuffix("-bf16").endswith("full") else "lora"
@@ -134,7 +136,7 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
 
-    from tuneops import engine
+    from tuneops.training import engine
 
     llm = "smollm2" in mode
     if llm:
@@ -268,7 +270,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from tuneops.engine import cpu_supports_bf16
+    from tuneops.training.engine import cpu_supports_bf16
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 instructions: "
           f"{cpu_supports_bf16()}; MiniLM batch {BATCH}, max_length {MAX_LENGTH}, {args.steps} timed steps after "

@@ -37,7 +37,7 @@ def main() -> None:
 
     from tuneops import families
     from tuneops.config import validate_config
-    from tuneops.splits import split_frame
+    from tuneops.data.splits import split_frame
 
     base = pd.read_csv(ROOT / "data/banking77/train.csv", dtype=str)
     df = pd.concat([base] * (args.rows // len(base) + 1), ignore_index=True).head(args.rows)

@@ -83,8 +83,8 @@ class Story:
 
     def named(self, version: str, rows: pd.DataFrame) -> float:
         """Share of rows whose intent the version names exactly."""
-        from tuneops.generation import exact_match
-        from tuneops.scoring import score_texts
+        from tuneops.families.causal_lm.generation import exact_match
+        from tuneops.serving.scoring import score_texts
 
         scored = score_texts(self.name, version, self.inputs(rows.text), self.input_column)
         if self.input_column == "text":
@@ -126,7 +126,7 @@ def config(story: Story, company: Path, work: Path) -> Any:
 
 def log_traffic(story: Story, version: str, texts: pd.Series, folder: Path) -> str:
     """Score texts with the champion and write them as the production prediction log does."""
-    from tuneops.scoring import append_prediction_log, score_texts
+    from tuneops.serving.scoring import append_prediction_log, score_texts
 
     scored = score_texts(story.name, version, story.inputs(texts), story.input_column)
     append_prediction_log(scored, str(folder), "jsonl", now=datetime.now(UTC))
@@ -136,7 +136,8 @@ def log_traffic(story: Story, version: str, texts: pd.Series, folder: Path) -> s
 def main() -> None:
     import argparse
 
-    from tuneops import registry, settings
+    from tuneops import settings
+    from tuneops.registry import versions as registry
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--llm", action="store_true", help="the LLM story: SmolLM2 (configs/banking77_instruct.yaml)")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tuneops import settings, tracking
+from tuneops import settings
 from tuneops.config import TuneopsConfig
+from tuneops.registry import tracking
 from tuneops.tasks.combine import combine_adapters_task
 from tuneops.tasks.data import load_dataset
 from tuneops.tasks.judge import TrainOutcome, judge_and_register, record_config, report_outcome

@@ -8,11 +8,11 @@ from typing import Any
 
 from prefect import flow
 
-from tuneops import tracking
 from tuneops.config import TuneopsConfig
 from tuneops.errors import ConfigError
 from tuneops.monitoring.check import Window
 from tuneops.monitoring.retrain import RetrainDecision
+from tuneops.registry import tracking
 from tuneops.tasks.production import (
     alert_text,
     check_drift,

@@ -7,7 +7,7 @@ from typing import Literal
 from prefect import flow
 
 from tuneops.config import TuneopsConfig
-from tuneops.scoring import BatchResult, require_prediction_log
+from tuneops.serving.scoring import BatchResult, require_prediction_log
 from tuneops.tasks.scoring import resolve_version, score_into_log
 
 

@@ -13,14 +13,15 @@ import yaml
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from tuneops import families, settings, tracking
+from tuneops import families, settings
 from tuneops.config import TuneopsConfig
 from tuneops.errors import ConfigError
-from tuneops.search import SearchOutcome, candidates, report, trial_configs
+from tuneops.registry import tracking
 from tuneops.tasks.data import load_dataset
 from tuneops.tasks.search import run_trial
 from tuneops.tasks.splits import split_dataset
 from tuneops.tasks.validation import validate_data
+from tuneops.training.search import SearchOutcome, candidates, report, trial_configs
 
 
 @flow(name="tune_hyperparameters", log_prints=True)

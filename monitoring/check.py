@@ -24,10 +24,10 @@ import pandas as pd
 
 from tuneops import families, settings
 from tuneops.config import TuneopsConfig, validate_config
+from tuneops.data.storage import Source, list_sources, parse, read_bytes
 from tuneops.errors import DataError, RegistryError
 from tuneops.families import require_log_columns
 from tuneops.monitoring.drift import DriftResult, check_drift
-from tuneops.storage import Source, list_sources, parse, read_bytes
 
 DATE_PART = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 
@@ -96,8 +96,8 @@ def champion_lineage(model_name: str) -> tuple[str, str, str, TuneopsConfig]:
     """(version, training data path, run id, training config) of the champion, from registry lineage."""
     from mlflow.exceptions import MlflowException
 
-    from tuneops import registry
-    from tuneops.tracking import client
+    from tuneops.registry import versions as registry
+    from tuneops.registry.tracking import client
 
     version = registry.alias_version(model_name, "champion")
     if version is None:
@@ -124,9 +124,9 @@ def resolve_reference(cfg: TuneopsConfig) -> Reference:
     The input column is named ``text`` in both frames whatever the family calls it (a prompt, for a
     generator); the scored frame keeps every output column the model gives.
     """
-    from tuneops.data import select_subset
-    from tuneops.scoring import score_texts
-    from tuneops.storage import read_dataset
+    from tuneops.data.rows import select_subset
+    from tuneops.data.storage import read_dataset
+    from tuneops.serving.scoring import score_texts
 
     name, mon = cfg.registry.model_name, cfg.monitoring
     version, data_path, run_id, train_cfg = champion_lineage(name)
@@ -153,7 +153,7 @@ def _held_out_rows(run_id: str, text_column: str) -> pd.DataFrame:
     """The champion's validation and test splits, stored with its training run: rows it never trained on."""
     from mlflow.exceptions import MlflowException
 
-    from tuneops.tracking import client
+    from tuneops.registry.tracking import client
 
     frames = []
     with tempfile.TemporaryDirectory() as tmp:

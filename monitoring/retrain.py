@@ -19,9 +19,9 @@ import pandas as pd
 
 from tuneops import settings
 from tuneops.config import RetrainConfig, TuneopsConfig
+from tuneops.data.storage import read_dataset, write_bytes
 from tuneops.errors import DataError
 from tuneops.monitoring.drift import DriftResult
-from tuneops.storage import read_dataset, write_bytes
 
 TRIGGER_TAG = "tuneops.retrain.triggered"
 
@@ -77,7 +77,7 @@ def count_new_rows(cfg: TuneopsConfig) -> tuple[int, pd.DataFrame | None]:
 
 def last_retrain(model_name: str, experiment: str) -> datetime | None:
     """When monitoring last triggered a retraining of this model (from its MLflow monitoring runs)."""
-    from tuneops.tracking import client, experiment_id
+    from tuneops.registry.tracking import client, experiment_id
 
     runs = client().search_runs([experiment_id(experiment)],
                                 f"tags.`{TRIGGER_TAG}` = 'True' and tags.`tuneops.model` = '{model_name}'",
@@ -92,7 +92,7 @@ def replay_config(train_cfg: TuneopsConfig, previous: pd.DataFrame, new: pd.Data
     Labels that only the new data has are added to ``data.select_labels`` (when the champion used a
     subset), otherwise the new intents would be filtered out again. Returns (config, data URI, fingerprint).
     """
-    from tuneops.data import fingerprint
+    from tuneops.data.rows import fingerprint
 
     d, keyed = train_cfg.data, train_cfg.split_data()  # the columns that key a row and hold its target
     columns = [c for c in previous.columns if c in new.columns]

@@ -19,7 +19,7 @@ DESCRIPTORS = ("length", "word_count", "non_letter_share", "unknown_token_share"
 def _tokenizer(base: str) -> Any:
     from transformers import AutoTokenizer
 
-    from tuneops.bases import resolve as resolve_base
+    from tuneops.training.base_models import resolve as resolve_base
 
     return AutoTokenizer.from_pretrained(resolve_base(base))
 
@@ -54,7 +54,7 @@ def describe(texts: pd.Series, tokenizer_base: str) -> pd.DataFrame:
 def _encoder(base: str) -> tuple[Any, Any]:
     from transformers import AutoModel
 
-    from tuneops.bases import resolve as resolve_base
+    from tuneops.training.base_models import resolve as resolve_base
 
     return _tokenizer(base), AutoModel.from_pretrained(resolve_base(base)).eval()
 

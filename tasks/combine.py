@@ -18,8 +18,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.config import TuneopsConfig
-from tuneops.engine import TrainingError
-from tuneops.training import TrainResult
+from tuneops.training.engine import TrainingError
+from tuneops.training.trainer import TrainResult
 
 HEAD_PREFIX = "base_model.model.classifier."
 
@@ -29,7 +29,7 @@ def fetch_adapter(source: str, into: Path) -> tuple[Path, dict[str, str]]:
     import mlflow
 
     from tuneops.errors import RegistryError
-    from tuneops.tracking import client
+    from tuneops.registry.tracking import client
 
     name, sep, ref = source.partition("@") if "@" in source else source.rpartition("/")
     if not sep or not name or not ref:
@@ -71,8 +71,8 @@ def combine(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_di
     from peft import PeftModel
     from transformers import AutoConfig, AutoTokenizer
 
-    from tuneops.bases import resolve as resolve_base
-    from tuneops.pooling import MODEL_TYPE, classifier_class
+    from tuneops.families.classification.pooling import MODEL_TYPE, classifier_class
+    from tuneops.training.base_models import resolve as resolve_base
 
     if len(sources) < 2 or len(sources) != len(weights):
         raise TrainingError(f"combining needs at least two sources and one weight per source (got {len(sources)} "
@@ -132,7 +132,7 @@ def combine(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_di
 def combine_adapters_task(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_dir: Path,
                           run_id: str) -> TrainResult:
     """Build the combined candidate; it is then evaluated, gated and registered like a trained one."""
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     result = combine(cfg, sources, weights, out_dir)
     tracking.log_params(run_id, {"combine.sources": ",".join(sources), "combine.weights": str(weights)})

@@ -1,4 +1,4 @@
-"""The load-data task: read the company dataset and apply the configured subset (tuneops.data does the work)."""
+"""The load-data task: read the company dataset and apply the configured subset (tuneops.data.rows does the work)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.config import DataConfig
-from tuneops.data import select_subset
+from tuneops.data.rows import select_subset
 from tuneops.errors import DataError
 
 
@@ -26,6 +26,6 @@ def _is_data_error(state) -> bool:  # noqa: ANN001 - a Prefect State
       retry_condition_fn=lambda task, run, state: not _is_data_error(state))
 def load_dataset(cfg: DataConfig) -> pd.DataFrame:
     """Read the dataset named in the config and apply the configured subset."""
-    from tuneops.storage import read_dataset
+    from tuneops.data.storage import read_dataset
 
     return select_subset(read_dataset(cfg.path), cfg)

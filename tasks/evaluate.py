@@ -14,10 +14,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tuneops import families
-from tuneops.champion import rescore_champion
 from tuneops.config import TuneopsConfig
-from tuneops.evaluation import ChampionScores, Evaluation
-from tuneops.splits import SplitResult
+from tuneops.data.splits import SplitResult
+from tuneops.evaluation.champion import rescore_champion
+from tuneops.evaluation.results import ChampionScores, Evaluation
 
 
 @task(name="evaluate-challenger", cache_policy=NO_CACHE)
@@ -25,7 +25,7 @@ def evaluate_challenger(model_dir: str, test_path: str, cfg: TuneopsConfig, out_
                         run_id: str) -> Evaluation:
     """The family's metrics on the test split (classification: accuracy, macro-F1, per class, calibration;
     causal_lm: ROUGE-L, exact match, perplexity), logged with the report files."""
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     evaluation = families.of(cfg).evaluate(model_dir, pd.read_parquet(test_path), cfg, out_dir)
     tracking.log_metrics(run_id, {f"test_{k}": v for k, v in evaluation.metrics.items()})
@@ -40,7 +40,7 @@ def evaluate_challenger(model_dir: str, test_path: str, cfg: TuneopsConfig, out_
 def score_baseline(test_path: str, splits: SplitResult, cfg: TuneopsConfig, out_dir: Path,
                    run_id: str) -> Evaluation | None:
     """The family's baseline on the same test rows (causal_lm: the zero-shot base model); None when it has none."""
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     family = families.of(cfg)
     if family.baseline is None:
@@ -66,7 +66,7 @@ def score_champion(model_dir: str, test_path: str, test_fingerprint: str, cfg: T
 
 def publish(markdown: str, run_id: str, description: str, files: tuple[str, ...] = ()) -> str:
     """The evaluation report as an MLflow artifact (with ``files`` beside it) and a Prefect markdown artifact."""
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     tracking.log_text(run_id, markdown, "evaluation/report.md")
     for path in files:

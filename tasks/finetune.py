@@ -1,4 +1,4 @@
-"""The fine-tune task: the shared trainer (tuneops.training) in this process or in a distributed launch."""
+"""The fine-tune task: the shared trainer (tuneops.training.trainer) in this process or in a distributed launch."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.config import TuneopsConfig
-from tuneops.splits import SplitResult
-from tuneops.training import TrainResult, launch_distributed, train
+from tuneops.data.splits import SplitResult
+from tuneops.training.trainer import TrainResult, launch_distributed, train
 
 
 @task(name="check-base-model", cache_policy=NO_CACHE)
 def check_base_model(cfg: TuneopsConfig) -> str:
     """Resolve model.base before any data is read (a packaged model is converted once, into the model cache)."""
-    from tuneops.bases import preflight
+    from tuneops.training.base_models import preflight
 
     return preflight(cfg.model.base, cfg.model.task, cfg.model.pooling)
 
@@ -23,7 +23,7 @@ def check_base_model(cfg: TuneopsConfig) -> str:
 @task(name="fine-tune", cache_policy=NO_CACHE)
 def fine_tune(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str) -> TrainResult:
     """Fine-tune with the configured method, evaluating on the validation split every epoch."""
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     if cfg.training.distributed.launcher == "none":
         result = train(cfg, splits, out_dir, run_id)

@@ -1,4 +1,4 @@
-"""The gate task: decide promotion with tuneops.gate's statistics and record the decision on the run."""
+"""The gate task: decide promotion with tuneops.evaluation.gate's statistics and record the decision on the run."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pandas as pd
 from prefect import task
 
 from tuneops.config import GateConfig
-from tuneops.evaluation import ChampionScores, Evaluation
-from tuneops.gate import GateDecision, decide
+from tuneops.evaluation.gate import GateDecision, decide
+from tuneops.evaluation.results import ChampionScores, Evaluation
 
 
 @task(name="gate")
@@ -16,7 +16,7 @@ def gate(challenger: Evaluation, champion: ChampionScores | None, cfg: GateConfi
     """Decide promotion and record the decision, its reason and every number on the run."""
     import json
 
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     previous = None
     if champion is not None and champion.challenger_previous and champion.champion_previous:

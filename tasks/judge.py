@@ -10,17 +10,17 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from tuneops import tracking
 from tuneops.config import TuneopsConfig
-from tuneops.data import fingerprint
-from tuneops.evaluation import ChampionScores, Evaluation
-from tuneops.gate import GateDecision
-from tuneops.registry import Registration
-from tuneops.splits import SplitResult
+from tuneops.data.rows import fingerprint
+from tuneops.data.splits import SplitResult
+from tuneops.evaluation.gate import GateDecision
+from tuneops.evaluation.results import ChampionScores, Evaluation
+from tuneops.registry import tracking
+from tuneops.registry.versions import Registration
 from tuneops.tasks.evaluate import evaluate_challenger, publish_report, score_baseline, score_champion
 from tuneops.tasks.gate import gate
 from tuneops.tasks.register import register_model
-from tuneops.training import TrainResult
+from tuneops.training.trainer import TrainResult
 
 
 @dataclass

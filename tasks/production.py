@@ -12,11 +12,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tuneops import settings, tracking
+from tuneops import settings
 from tuneops.config import TuneopsConfig
 from tuneops.monitoring import check, retrain
 from tuneops.monitoring.alerts import Alert, Delivery, deliver
 from tuneops.monitoring.drift import DriftResult
+from tuneops.registry import tracking
 
 
 def prefect_run_url() -> str:
@@ -52,7 +53,7 @@ def record_drift(cfg: TuneopsConfig, result: DriftResult, reference: check.Refer
 
     Returns where the report is stored (the configured path or S3 copy, else the MLflow artifact).
     """
-    from tuneops.storage import write_bytes
+    from tuneops.data.storage import write_bytes
 
     metrics = {f"drift_{k}": s.score for k, s in result.signals.items()}
     metrics |= {"drift_detected": float(result.drift), "drifting_signals": float(len(result.drifting)),

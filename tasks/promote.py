@@ -1,4 +1,4 @@
-"""The move-alias task of the promote_model flow: promotion and rollback are tuneops.registry's."""
+"""The move-alias task of the promote_model flow: promotion and rollback are tuneops.registry.versions's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Literal
 
 from prefect import get_run_logger, task
 
-from tuneops import registry
+from tuneops.registry import versions as registry
 
 
 @task(name="move-alias", retries=2, retry_delay_seconds=5)

@@ -1,7 +1,7 @@
 """The register-model task: log the trained model as an MLflow pyfunc, register it, move aliases per the gate.
 
 The registration itself (provenance tags, one version per run, the family's model card and pyfunc)
-is :func:`tuneops.registry.log_and_register`.
+is :func:`tuneops.registry.versions.log_and_register`.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.config import TuneopsConfig
-from tuneops.gate import GateDecision
-from tuneops.registry import Registration, log_and_register, provenance_tags
-from tuneops.splits import SplitResult
-from tuneops.training import TrainResult
-from tuneops.validation import POLICY_TAG
+from tuneops.data.splits import SplitResult
+from tuneops.data.validation import POLICY_TAG
+from tuneops.evaluation.gate import GateDecision
+from tuneops.registry.versions import Registration, log_and_register, provenance_tags
+from tuneops.training.trainer import TrainResult
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def register_model(trained: TrainResult, cfg: TuneopsConfig, data_fingerprint: str, splits: SplitResult,
                    metrics: dict[str, float], decision: GateDecision, run_id: str) -> Registration:
     """Register the challenger with its provenance; promote it if the gate passed and config allows."""
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     tags = provenance_tags(cfg, data_fingerprint, splits, metrics, decision, tracking.code_version())
     run_tags = tracking.client().get_run(run_id).data.tags  # what the data policies did (tasks/validation.py)

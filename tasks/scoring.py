@@ -1,4 +1,4 @@
-"""Batch scoring tasks: thin Prefect wrappers over :mod:`tuneops.scoring`, where the logic (and its tests) live.
+"""Batch scoring tasks: thin Prefect wrappers over :mod:`tuneops.serving.scoring`, where the logic (and its tests) live.
 
 Nothing here retries: boto3 already retries transient S3 errors, and the failures that remain
 (no champion, a missing column, a bad path) are the user's to fix, so a retry would only repeat them.
@@ -10,8 +10,8 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tuneops import scoring
 from tuneops.config import TuneopsConfig
+from tuneops.serving import scoring
 
 
 @task(name="resolve-version", cache_policy=NO_CACHE)
@@ -46,7 +46,7 @@ def append_prediction_log(scored: pd.DataFrame, output: str, fmt: scoring.LogFor
 def score_into_log(config: TuneopsConfig, version: str, input: str, output: str,
                    fmt: scoring.LogFormat) -> scoring.BatchResult:
     """Read, score (on serving.runtime) and append the batch chunk by chunk; on long inputs the library logs the
-    rows done, their rate and the time left (tuneops.scoring, forwarded to the run's log)."""
+    rows done, their rate and the time left (tuneops.serving.scoring, forwarded to the run's log)."""
     result = scoring.score_into_log(config, version, input, output, fmt)
     get_run_logger().info("appended %d predictions to %s", result.rows, result.uri)
     return result

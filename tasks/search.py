@@ -7,17 +7,18 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tuneops import settings, tracking
+from tuneops import settings
 from tuneops.config import TuneopsConfig
-from tuneops.search import Trial
-from tuneops.splits import SplitResult
+from tuneops.data.splits import SplitResult
+from tuneops.registry import tracking
+from tuneops.training.search import Trial
 
 
 @task(name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE)
 def run_trial(number: int, cfg: TuneopsConfig, overrides: dict[str, Any], splits: SplitResult,
               parent_run_id: str) -> Trial:
     """Train one configuration and score it on validation, in a nested MLflow run."""
-    from tuneops.training import train
+    from tuneops.training.trainer import train
 
     with tracking.run(cfg.registry.experiment, run_name=f"trial-{number}", parent_run_id=parent_run_id,
                       tags={"tuneops.search.trial": str(number)}) as run_id:

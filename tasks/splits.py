@@ -1,4 +1,4 @@
-"""The split-data task: split the validated data (tuneops.splits), store the files with the run, report sizes."""
+"""The split-data task: split the validated data (tuneops.data.splits), store the files with the run, report sizes."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.config import DataConfig, SplitConfig
-from tuneops.data import fingerprint
-from tuneops.splits import SplitResult, split_frame
+from tuneops.data.rows import fingerprint
+from tuneops.data.splits import SplitResult, split_frame
 
 
 @task(name="split-data", cache_policy=NO_CACHE)
 def split_dataset(df: pd.DataFrame, data: DataConfig, cfg: SplitConfig, out_dir: Path, run_id: str) -> SplitResult:
     """Split the validated data, store the split files with the run, and report their sizes."""
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     result = split_frame(df, data, cfg, out_dir)
     tracking.log_artifacts(run_id, out_dir, "splits")

@@ -1,7 +1,7 @@
 """The validate-data task: run the family's data contract (tuneops/families/), record the report, stop on failure.
 
 The checks themselves are the family's (``TaskFamily.validate``); the report shape and the Great
-Expectations runner are :mod:`tuneops.validation`. Nothing is trained on data that failed.
+Expectations runner are :mod:`tuneops.data.validation`. Nothing is trained on data that failed.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from prefect.cache_policies import NO_CACHE
 
 from tuneops import families
 from tuneops.config import TuneopsConfig
+from tuneops.data.validation import POLICY_TAG
 from tuneops.errors import DataError
-from tuneops.validation import POLICY_TAG
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
 def validate_data(df: pd.DataFrame, cfg: TuneopsConfig, run_id: str) -> pd.DataFrame:
     """Validate the dataset, record the report, stop the flow if it failed; return the data to train on."""
-    from tuneops import tracking
+    from tuneops.registry import tracking
 
     family = families.of(cfg)
     with tempfile.TemporaryDirectory() as tmp:

@@ -54,7 +54,7 @@ def tiny_model(tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from tuneops.bases import resolve as resolve_base
+    from tuneops.training.base_models import resolve as resolve_base
 
     path = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_base(MINILM))
@@ -151,7 +151,7 @@ def s3_locked(tmp_path_factory):
 
 
 def make_bucket(name: str) -> None:
-    from tuneops.storage import s3_client
+    from tuneops.data.storage import s3_client
 
     client = s3_client()
     if name not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
@@ -262,7 +262,7 @@ HEAVY_FIRST = (
     "tests/monitoring/test_monitor_flow.py",
     "tests/demos/test_monitoring.py",
     "tests/flows/test_train_preference.py",
-    "tests/tuneops/test_server.py",
+    "tests/tuneops/serving/test_server.py",
     "tests/monitoring/test_monitor_llm.py",
     "tests/flows/test_train_causal_lm.py",
     "tests/flows/test_bad_inputs.py",

@@ -101,8 +101,9 @@ def test_the_walk_sees_the_project():
     assert {"tuneops.config", "tuneops.flows.train_model", "tuneops.tasks.finetune", "tuneops.monitoring.drift",
             "tuneops.infra.stack", "tuneops.cli", "tuneops.families.causal_lm"} <= set(MODULES)
     assert "tuneops.tasks.finetune" in GRAPH["tuneops.flows.train_model"]
-    assert "tuneops.config" in GRAPH["tuneops.engine"] and "tuneops.families" in GRAPH["tuneops.training"]
-    assert "tuneops.config" not in GRAPH["tuneops.training"]  # its annotations only (if TYPE_CHECKING)
+    assert "tuneops.config" in GRAPH["tuneops.training.engine"]
+    assert "tuneops.families" in GRAPH["tuneops.training.trainer"]
+    assert "tuneops.config" not in GRAPH["tuneops.training.trainer"]  # its annotations only (if TYPE_CHECKING)
 
 
 def test_no_import_points_up_and_flows_do_not_import_flows():
@@ -181,8 +182,10 @@ def test_the_branch_check_catches_a_branch():
     assert len(family_branches(tree, {"causal_lm", "classification"})) == 4
 
 
-@pytest.mark.parametrize("module", ["tuneops.serving", "tuneops.models", "tuneops.generation",
-                                    "tuneops.train_worker", "tuneops.training"])
+@pytest.mark.parametrize("module", ["tuneops.families.classification.pyfunc", "tuneops.families.causal_lm.pyfunc",
+                                    "tuneops.families.classification.predictor",
+                                    "tuneops.families.causal_lm.generation", "tuneops.training.worker",
+                                    "tuneops.training.trainer"])
 def test_prediction_and_training_code_loads_without_prefect(module):
     code = (f"import sys, importlib; importlib.import_module({module!r}); "
             "import tuneops.families, tuneops.config; "

@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     check_services()
-    from tuneops.bases import preflight
+    from tuneops.training.base_models import preflight
 
     preflight(cfg.model.base, cfg.model.task, cfg.model.pooling)
     from tuneops.startup import prepare_training
@@ -84,7 +84,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     check_services()
-    from tuneops.bases import preflight
+    from tuneops.training.base_models import preflight
 
     preflight(cfg.model.base, cfg.model.task, cfg.model.pooling)
     from tuneops.startup import prepare_training
@@ -109,7 +109,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     check_services()
-    from tuneops.scoring import predict_file
+    from tuneops.serving.scoring import predict_file
 
     written = predict_file(cfg, args.input, args.output, version=args.version)
     print(f"wrote {written.rows} predictions by {cfg.registry.model_name} v{written.version} (runtime "
@@ -122,8 +122,8 @@ def cmd_runtime_check(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     check_services()
-    from tuneops import runtime_check, runtimes
-    from tuneops.scoring import resolve_version
+    from tuneops.serving import runtime_check, runtimes
+    from tuneops.serving.scoring import resolve_version
 
     version = resolve_version(cfg.registry.model_name, args.version)
     names = list(runtimes.RUNTIMES) if args.runtime == "all" else [runtimes.get(args.runtime).name]
@@ -159,7 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError("; ".join(f"--{e['loc'][0]} {e['input']!r}: {e['msg']}" for e in exc.errors())) \
                 from None
     check_services()
-    from tuneops import server
+    from tuneops.serving import server
 
     spec = server.build_spec(cfg, serving, model_uri=args.model_uri, version=args.version)
     if args.mlflow_command:
@@ -181,7 +181,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     check_services()
-    from tuneops import registry
+    from tuneops.registry import versions as registry
 
     if args.force and not args.reason:
         raise TuneopsError("--force needs a --reason that says why the gate is overridden")
@@ -197,7 +197,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     check_services()
-    from tuneops import registry
+    from tuneops.registry import versions as registry
 
     restored, replaced = registry.rollback(args.name, args.reason)
     print(json.dumps({"model": args.name, "champion": restored, "previous": replaced}))
@@ -209,7 +209,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set)
     check_services()
-    from tuneops.preference_pairs import build_pairs
+    from tuneops.families.preference.pairs import build_pairs
 
     result = build_pairs(cfg, args.champion, args.output, args.seed, args.extend)
     sources = ", ".join(f"{k} {v}" for k, v in sorted(result.sources.items()))

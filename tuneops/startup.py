@@ -20,8 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tuneops import tracking
 from tuneops.errors import TuneopsError
+from tuneops.registry import tracking
 
 STARTUP_TIMEOUT_S = 120
 

@@ -102,7 +102,7 @@ def _conflicts(df: pd.DataFrame) -> pd.DataFrame:
 
 def _s3_upload(key: str, df: pd.DataFrame | None) -> Callable[[Path], str]:
     def make(tmp: Path) -> str:
-        from tuneops.storage import s3_client
+        from tuneops.data.storage import s3_client
 
         make_bucket("corpus")
         if df is not None:
@@ -168,7 +168,7 @@ CASES = [
          s3=True),
     Case("missing S3 object", _s3_upload("exports/missing.csv", None),
          r"s3://corpus/exports/missing.csv does not exist", s3=True),
-    # model.task language_modeling: one text column, no labels (tuneops/families/language_modeling.py)
+    # model.task language_modeling: one text column, no labels (tuneops/families/language_modeling/__init__.py)
     Case("corpus without its text column", _with(lambda d: d.rename(columns={"text": "query"})),
          r"required columns: missing column\(s\) 'text'; found \['query', 'category'\]; set data.text_column",
          config=LANGUAGE_MODELING),

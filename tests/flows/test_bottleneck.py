@@ -38,8 +38,8 @@ def test_bottleneck_classifier_predicts_through_the_cli_and_over_http(prefect_se
                                                                      tmp_path):
     import yaml
 
+    from tuneops.families.classification.predictor import Classifier
     from tuneops.flows.train_model import train_model
-    from tuneops.models import Classifier
 
     name = "bottleneck-classifier"
     cfg = tiny_config(company_csv, tiny_model, name, training={
@@ -73,8 +73,8 @@ def test_bottleneck_classifier_predicts_through_the_cli_and_over_http(prefect_se
 
 
 def test_bottleneck_causal_lm_learns_registers_and_generates(prefect_server, tiny_causal_lm, instruction_csv):
+    from tuneops.families.causal_lm.generation import Generator
     from tuneops.flows.train_model import train_model
-    from tuneops.generation import Generator
 
     name = "bottleneck-generator"
     outcome = train_model(config=causal_config(

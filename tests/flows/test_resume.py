@@ -105,7 +105,7 @@ def test_sigkilled_training_resumes_and_matches_uninterrupted(tmp_path, tiny_mod
 def test_resume_on_another_machine_from_checkpoints_mirrored_to_s3(tmp_path, tiny_model, company_csv, s3_endpoint):
     """The killed run mirrored its checkpoints to S3; a run with an empty working folder resumes from there."""
     from tests.conftest import make_bucket
-    from tuneops import storage
+    from tuneops.data import storage
 
     make_bucket("checkpoints")
     config = _config(tmp_path / "s3.yaml", company_csv, tiny_model, "resumed-s3", "s3://checkpoints/team")

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from tests.conftest import tiny_config
-from tuneops import registry, runtime_check, runtimes
-from tuneops.runtimes import Runtime, RuntimeRefused
-from tuneops.scoring import load_verified
+from tuneops.registry import versions as registry
+from tuneops.serving import runtime_check, runtimes
+from tuneops.serving.runtimes import Runtime, RuntimeRefused
+from tuneops.serving.scoring import load_verified
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

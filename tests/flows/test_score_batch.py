@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import LABELS, make_bucket, tiny_config
 from tests.flows.conftest import CHAMPION_NAME
-from tuneops import registry
+from tuneops.data.storage import Source, read_bytes, s3_client, write_bytes
 from tuneops.errors import DataError, RegistryError
-from tuneops.scoring import predict_file
-from tuneops.storage import Source, read_bytes, s3_client, write_bytes
+from tuneops.registry import versions as registry
+from tuneops.serving.scoring import predict_file
 
 LOG_COLUMNS = ["text", "label", "confidence", "model_version", "timestamp", "request_id"]  # a classifier's log row
 

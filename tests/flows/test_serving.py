@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import LABELS, tiny_config
-from tuneops.generation import GENERATED_COLUMNS
+from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -169,7 +169,7 @@ def test_model_registered_on_one_machine_predicts_on_another_from_a_copied_store
     model predicted on A, running the tuneops code packed inside the copied artifacts.
     """
     from tuneops.flows.train_model import train_model
-    from tuneops.scoring import score_texts
+    from tuneops.serving.scoring import score_texts
 
     name = "portable-model"
     machine_a, machine_b = tmp_path / "machine-a", tmp_path / "machine-b"

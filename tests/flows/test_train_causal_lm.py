@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import causal_config, run_cli
-from tuneops import registry
-from tuneops.generation import GENERATED_COLUMNS
+from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
+from tuneops.registry import versions as registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -195,7 +195,7 @@ def test_chat_messages_data_trains_and_the_champion_is_rescored(prefect_server, 
     assert list(out.columns) == GENERATED_COLUMNS and len(out) == 1
 
     # `tuneops predict` reads conversations from the messages column of a JSONL file (lists, not text).
-    from tuneops.scoring import predict_file
+    from tuneops.serving.scoring import predict_file
 
     pd.DataFrame({"messages": [conversation]}).to_json(tmp_path / "ask.jsonl", orient="records", lines=True)
     written = predict_file(cfg, str(tmp_path / "ask.jsonl"), str(tmp_path / "answers.jsonl"))
@@ -227,8 +227,8 @@ def test_a_registered_champion_is_a_base_with_its_lineage_recorded(full_then_lor
 
 
 def test_a_registered_base_that_does_not_exist_is_named():
-    from tuneops.bases import preflight
     from tuneops.errors import ConfigError
+    from tuneops.training.base_models import preflight
 
     with pytest.raises(ConfigError, match=r"model.base 'models:/no-such-model@champion' is not in the model registry"):
         preflight("models:/no-such-model@champion", "causal_lm")

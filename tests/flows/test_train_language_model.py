@@ -68,8 +68,8 @@ def test_an_encoder_learns_masked_lm_and_is_registered(adapted_encoder, corpus):
     assert float(mv.tags["tuneops.metric.test_perplexity"]) == pytest.approx(outcome.test_metrics["perplexity"])
     # The supervised test texts were kept out of every split, and the card says how many.
     from tuneops.config import load_config
+    from tuneops.data.splits import normalise
     from tuneops.families.language_modeling import supervised_test_texts
-    from tuneops.splits import normalise
 
     held_out = supervised_test_texts(corpus[1])
     assert len(held_out) > 10
@@ -99,8 +99,8 @@ def test_a_classifier_starts_from_the_adapted_encoder(adapted_encoder, company_c
     import torch
     from transformers import AutoModel
 
-    from tuneops.bases import resolve
     from tuneops.flows.train_model import train_model
+    from tuneops.training.base_models import resolve
 
     outcome = train_model(config=tiny_config(company_csv, "models:/lm-encoder@champion", "lm-classifier",
                                              training={"epochs": 1}))
@@ -135,6 +135,6 @@ def test_a_decoder_learns_causal_lm(prefect_server, tiny_causal_lm, corpus):
 
 
 def resolve_folder(name: str) -> str:
-    from tuneops.bases import resolve
+    from tuneops.training.base_models import resolve
 
     return resolve(f"models:/{name}@champion")

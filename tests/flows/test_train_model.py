@@ -10,8 +10,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import run_cli, tiny_config
-from tuneops import registry
 from tuneops.errors import DataError
+from tuneops.registry import versions as registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 ROOT_DATA = Path(__file__).resolve().parents[2] / "data/banking77/train.csv"
@@ -172,7 +172,7 @@ def test_rollback_and_forced_promotion(prefect_server, tiny_model, company_csv):
 
 def test_retried_registration_reuses_the_version(trained_twice, tiny_model, company_csv):
     """A Prefect retry of register-model after the version was created must not add a version."""
-    from tuneops.registry import log_and_register
+    from tuneops.registry.versions import log_and_register
 
     first, _ = trained_twice
     cfg = tiny_config(company_csv, tiny_model, "flow-twice")

@@ -2,7 +2,7 @@
 
 A tiny Llama is first instruction-tuned to answer 'Which intent: <query>' with a JSON list naming the
 intent (the supervised champion). Pairs are then built from that champion's answers on its own training
-prompts (tuneops.preference_pairs: on-policy mistakes, near misses where it is right), and DPO runs on top
+prompts (tuneops.families.preference.pairs: on-policy mistakes, near misses where it is right), and DPO runs on top
 of the registered champion (model.base: models:/NAME@champion) under the same registered name, so the
 gate compares the two on the held-out pairs and on the supervised test split.
 """
@@ -62,8 +62,8 @@ def preference_config(pairs: str, task_yaml: str, base: str, **gate):
 @pytest.fixture(scope="module")
 def chain(prefect_server, tiny_causal_lm, tmp_path_factory):
     """SFT champion -> pairs from its answers on its training prompts -> DPO from models:/NAME@champion."""
+    from tuneops.families.preference.pairs import build_pairs
     from tuneops.flows.train_model import train_model
-    from tuneops.preference_pairs import build_pairs
 
     tmp = tmp_path_factory.mktemp("preference")
     sft = sft_config(json_intents(tmp), tiny_causal_lm)

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import causal_config
-from tuneops.generation import GENERATED_COLUMNS
+from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

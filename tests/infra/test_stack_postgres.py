@@ -162,7 +162,7 @@ def champion_run(team, tiny_model, company_csv) -> dict:
 
 
 def test_a_deployment_run_trains_gates_and_registers_in_postgresql_and_s3(team, pg, champion_run):
-    from tuneops.storage import s3_client
+    from tuneops.data.storage import s3_client
 
     assert champion_run["state"]["type"] == "COMPLETED", champion_run["state"]
     client = mlflow_client(team)

@@ -78,8 +78,8 @@ def test_checkpoint_mirroring_rides_out_an_endpoint_outage(s3, tmp_path):
     botocore's own retries span (5 attempts: about 1-3 s against a refused port here), so tuneops' retries carry it."""
     from types import SimpleNamespace
 
-    from tuneops import storage
-    from tuneops.engine import checkpoint_mirror
+    from tuneops.data import storage
+    from tuneops.training.engine import checkpoint_mirror
 
     make_bucket("mirror")
     out = tmp_path / "checkpoints"
@@ -106,7 +106,7 @@ def test_checkpoint_mirroring_rides_out_an_endpoint_outage(s3, tmp_path):
 def test_mlflow_artifacts_go_to_s3_and_survive_an_outage(s3, tmp_path):
     from mlflow import MlflowClient
 
-    from tuneops.storage import s3_client
+    from tuneops.data.storage import s3_client
 
     make_bucket("stack-artifacts")
     env = {**os.environ, "TUNEOPS_HOME": str(tmp_path)}

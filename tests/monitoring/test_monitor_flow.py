@@ -69,7 +69,7 @@ def _config(data: str, work: Path, **monitoring):
 
 
 def _log(cfg, version: str, texts: pd.Series, folder: Path) -> str:
-    from tuneops.scoring import append_prediction_log, score_texts
+    from tuneops.serving.scoring import append_prediction_log, score_texts
 
     scored = score_texts(cfg.registry.model_name, version, pd.DataFrame({"text": texts}), "text")
     append_prediction_log(scored, str(folder), "jsonl", now=datetime.now(UTC))
@@ -87,9 +87,9 @@ def _runs_of(deployment_id) -> list:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead_url, tmp_path, monkeypatch):
-    from tuneops import registry
     from tuneops.flows.monitor_production import monitor_production
-    from tuneops.scoring import score_texts
+    from tuneops.registry import versions as registry
+    from tuneops.serving.scoring import score_texts
 
     cfg, version, deployment_id = scenario
     monkeypatch.setenv("TUNEOPS_TEST_SLACK", f"{receiver.url}/slack")
@@ -158,7 +158,7 @@ def test_control_then_drift_alert_retrain_promote(scenario, bank, receiver, dead
 
 
 def _check_recorded(run_id: str, tmp_path: Path) -> None:
-    from tuneops.tracking import client
+    from tuneops.registry.tracking import client
 
     run = client().get_run(run_id)
     assert run.data.metrics["drift_detected"] == 1.0 and "drift_text" in run.data.metrics

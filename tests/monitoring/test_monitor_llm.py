@@ -78,7 +78,7 @@ def test_generator_log_control_drift_alert_retrain_gate(generator, bank, receive
 
     from tuneops.flows.monitor_production import monitor_production
     from tuneops.flows.train_model import train_model
-    from tuneops.tracking import client
+    from tuneops.registry.tracking import client
 
     cfg, version, deployment_id = generator
     monkeypatch.setenv("TUNEOPS_TEST_SLACK", f"{receiver.url}/slack")

@@ -17,7 +17,7 @@ from tests.conftest import tiny_config
 from tuneops import console
 from tuneops.cli import build_parser
 
-# A Prefect-formatted log line, e.g. "18:45:20.200 | INFO    | tuneops.engine - step 10/22 ..."
+# A Prefect-formatted log line, e.g. "18:45:20.200 | INFO    | tuneops.training.engine - step 10/22 ..."
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| (?P<level>[A-Z]+) *\| (?P<source>.+?) - ")
 OWN_SOURCES = ("Flow run ", "Task run ", "tuneops", "prefect")
 # What `tuneops train` and `tuneops predict` print themselves (tuneops/cli.py)
@@ -76,7 +76,7 @@ def test_train_and_predict_print_only_tuneops_and_prefect_lines(tiny_model, comp
     trained = tuneops("train", str(config))
     assert_quiet(trained)
     assert "Flow run '" in trained and "Finished in state Completed()" in trained  # Prefect's run and task lines
-    steps = [line for line in trained.splitlines() if "tuneops.engine - step " in line]
+    steps = [line for line in trained.splitlines() if "tuneops.training.engine - step " in line]
     estimate = re.compile(r"; [\d,.]+ samples/s, ((about|under) .+ left|done in .+)$")
     assert steps and all(estimate.search(s) for s in steps), steps
     assert "aliases      challenger -> v1, champion -> v1" in trained

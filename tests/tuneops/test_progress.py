@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from tuneops import progress
+from tuneops.data.storage import Source, count_rows
 from tuneops.progress import Meter, duration, line, rate, remaining, training
-from tuneops.storage import Source, count_rows
 
 
 @pytest.mark.parametrize("seconds, said", [(0, "0 s"), (0.3, "under 1 s"), (44.6, "45 s"), (60, "1 min"),
@@ -84,10 +84,10 @@ def test_rows_are_counted_without_parsing_the_file(tmp_path):
 
 
 def test_batch_scoring_logs_rows_rate_and_time_left_by_default(caplog):
-    from tuneops import scoring
+    from tuneops.serving import scoring
 
     report = scoring.log_progress(5000)
-    with caplog.at_level("INFO", logger="tuneops.scoring"):
+    with caplog.at_level("INFO", logger="tuneops.serving.scoring"):
         report(1000, 4.0)  # within the first 10 s: nothing yet
         report(1200, 14.1)
     assert [r.getMessage() for r in caplog.records] == ["scored 1,200/5,000 rows, 85 rows/s, about 45 s left"]

@@ -26,11 +26,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tuneops.config import DataConfig, TuneopsConfig
-    from tuneops.evaluation import Evaluation
-    from tuneops.splits import SplitResult
-    from tuneops.training import TrainResult
-    from tuneops.training_plan import TrainingPlan
-    from tuneops.validation import ValidationReport
+    from tuneops.data.splits import SplitResult
+    from tuneops.data.validation import ValidationReport
+    from tuneops.evaluation.results import Evaluation
+    from tuneops.training.plan import TrainingPlan
+    from tuneops.training.trainer import TrainResult
 
 
 INPUT_SIGNALS = ("text", "length", "word_count", "non_letter_share", "unknown_token_share", "embedding")

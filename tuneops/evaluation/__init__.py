@@ -1,0 +1,1 @@
+"""Evaluation: metrics, evaluation results, the champion re-scored, and the promotion gate."""

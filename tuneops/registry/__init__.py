@@ -1,0 +1,1 @@
+"""The MLflow side: tracking runs, registered versions with their provenance and aliases."""
