@@ -3,6 +3,12 @@
 Each family's MLflow pyfunc lives in its folder (``tuneops/families/<name>/pyfunc.py``). Versions registered
 before the pyfuncs moved there hold cloudpickles that name ``tuneops.serving.TextClassifierModel`` (and the
 generator and scorer): those names resolve here, lazily, so that importing this package stays cheap.
+
+Every pyfunc takes its inference runtime (``tuneops/serving/runtimes/``) from the model config it is loaded with:
+``mlflow.pyfunc.load_model(uri, model_config={"runtime": "int8"})``; fp32 when none is given, so
+``mlflow models serve`` serves fp32 unchanged. The pyfunc does not check a runtime's agreement with fp32 (it
+does not know which registered version it is): tuneops' loading path does that first
+(:mod:`tuneops.serving.runtime_check`).
 """
 
 from __future__ import annotations

@@ -2,11 +2,7 @@
 
 It wraps :class:`tuneops.families.classification.predictor.Classifier`, so serving predicts exactly as evaluation
 did.
-Every pyfunc takes its inference runtime (``tuneops/serving/runtimes/``) from the model config it is loaded with:
-``mlflow.pyfunc.load_model(uri, model_config={"runtime": "int8"})``; fp32 when none is given, so
-``mlflow models serve`` serves fp32 unchanged. The pyfunc does not check a runtime's agreement with fp32 (it
-does not know which registered version it is): tuneops' loading path does that first
-(:mod:`tuneops.serving.runtime_check`).
+Its inference runtime comes from the model config it is loaded with (:mod:`tuneops.serving`).
 """
 
 from __future__ import annotations
