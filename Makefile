@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export TUNEOPS_HOME ?= $(CURDIR)/.tuneops
 
-.PHONY: install demo test test-fast lint bench ui-mlflow ui-prefect clean demo-monitoring bench-monitoring \
-	demo-llm demo-llm-json demo-monitoring-llm demo-dpo
+.PHONY: install demo test test-fast lint docs docs-serve bench ui-mlflow ui-prefect clean demo-monitoring \
+	bench-monitoring demo-llm demo-llm-json demo-monitoring-llm demo-dpo
 
 # Create the virtual environment and install tuneops with its test tools (re-run when pyproject changes).
 # pip runs with the machine's own configuration (index, find-links, constraints) and prints each package it collects.
-# --no-compile: byte-compiling all ~270 distributions took half of the installation's CPU time (README, "Tests");
+# --no-compile: byte-compiling all ~270 distributions took half of the installation's CPU time (docs/development.md);
 # Python compiles the modules a command imports the first time it imports them instead.
 PIP := $(BIN)/pip install --disable-pip-version-check --no-compile --progress-bar off
 $(STAMP): pyproject.toml
@@ -68,7 +68,7 @@ demo-dpo: install
 # The whole suite in TEST_WORKERS pytest-xdist processes, whole modules to a worker (their module fixtures train
 # once), the heaviest first (tests/conftest.py); the 30 slowest tests last. 3 on the 2-core CI machine: a third of
 # the suite's time is waiting (servers starting, heartbeats, runs on a stack's worker), which a third worker fills
-# (README, "Tests").
+# (docs/development.md).
 TEST_WORKERS ?= 3
 test: install
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=30
@@ -79,6 +79,17 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# The documentation site (mkdocs.yml, docs/) into site/: --strict fails on a broken link or anchor, a missing page or
+# a page left out of the navigation. The configuration and CLI references are generated from the code by
+# docs/hooks.py. NO_MKDOCS_2_WARNING: mkdocs-material's banner about MkDocs 2.0, printed on every build.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: install
+	$(MKDOCS) build --strict
+
+# Serve the site on http://127.0.0.1:8000, rebuilt on every change.
+docs-serve: install
+	$(MKDOCS) serve --dev-addr 127.0.0.1:8000
 
 bench: install
 	$(BIN)/python bench/pipeline_overhead.py
@@ -123,8 +134,8 @@ browser-deps:
 postgres-deps:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
-# Retake the README's screenshots (docs/img/) from the demo's own training: the browser tests start a real stack
-# and run train_model/manual with configs/banking77_lora.yaml, what `make demo` trains (about 5 min on 2 cores).
+# Retake the documentation's screenshots (docs/img/) from the demo's own training: the browser tests start a real
+# stack and run train_model/manual with configs/banking77_lora.yaml, what `make demo` trains (about 5 min on 2 cores).
 # `make test` never writes docs/img/ (its screenshots go to pytest's temporary folder).
 screenshots: install browser-deps
 	TUNEOPS_SCREENSHOTS=$(CURDIR)/docs/img TUNEOPS_SCREENSHOT_CONFIG=configs/banking77_lora.yaml \

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# `make test` runs the suite in three pytest-xdist workers on the two cores (README, "Tests"): each worker is a
+# `make test` runs the suite in three pytest-xdist workers on the two cores (docs/development.md): each worker is a
 # process of its own, with its own TUNEOPS_HOME, MLflow store and Prefect server, and one torch thread, so that
 # trainings side by side do not spin on each other's threads (a subprocess that the tests start inherits the setting).
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -50,7 +50,7 @@ def tiny_model(tmp_path_factory) -> str:
     """A 2-layer, 64-wide BERT with MiniLM's tokenizer, randomly initialised and saved locally.
 
     The draw is seeded (TUNEOPS_TEST_SEED, default 0) so every run trains the same model; the tests that
-    judge what it learns were checked to pass under other seeds too (README, "Tests")."""
+    judge what it learns were checked to pass under other seeds too (docs/development.md)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 

@@ -21,9 +21,9 @@ from tests.conftest import ROOT, tiny_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-# The README's screenshots (docs/img/) are tracked files: a test run writes its screenshots to pytest's temporary
+# The documentation's screenshots (docs/img/) are tracked files: a test run writes its screenshots to pytest's temporary
 # folder. `make screenshots` alone sets TUNEOPS_SCREENSHOTS=docs/img and TUNEOPS_SCREENSHOT_CONFIG to the demo's
-# config, so the browser tests run the real demo training on the stack and retake the README's images from it.
+# config, so the browser tests run the real demo training on the stack and retake the documentation's images from it.
 SCREENSHOT_CONFIG = os.environ.get("TUNEOPS_SCREENSHOT_CONFIG")
 UI_MODEL_NAME = "banking77-tiny"
 RUN_TIMEOUT_S = 3600 if SCREENSHOT_CONFIG else 300
@@ -117,7 +117,7 @@ def trained_run(stack, tiny_model, company_csv) -> dict:
     import httpx
 
     deployment = httpx.get(f"{stack.api}/deployments/name/train_model/manual").json()
-    if SCREENSHOT_CONFIG:  # `make screenshots`: the demo's own config, so the README shows the demo's champion
+    if SCREENSHOT_CONFIG:  # `make screenshots`: the demo's own config, so the docs show the demo's champion
         from tuneops.config import load_config
 
         config = load_config(SCREENSHOT_CONFIG)

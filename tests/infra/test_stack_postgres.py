@@ -249,7 +249,7 @@ def test_down_stops_everything_and_the_databases_keep_the_registry(team, pg):
 
 
 def test_the_operating_guides_backup_restore_and_migration_commands(team, pg, tmp_path):
-    """README, team stack: pg_dump -Fc each database, recreate it empty, pg_restore; then both migrations
+    """docs/guides/backups-upgrades.md: pg_dump -Fc each database, recreate it empty, pg_restore; then both migrations
     (no-ops at the installed versions, but the commands and URIs are the documented ones)."""
     import subprocess
     import sys

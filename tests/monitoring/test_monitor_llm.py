@@ -7,7 +7,7 @@ timestamp, request id). Control traffic from the same intents stays quiet. Then 
 never saw arrives: drift is flagged, the alert reaches Slack, the newly labelled prompt/response rows
 trigger the training deployment on old + new data, and the triggered run trains and runs the gate.
 `tuneops monitor` reads the same log from the command line. Whether the *real* SmolLM2 handles the new
-intents after retraining is measured by `make demo-monitoring-llm` (README).
+intents after retraining is measured by `make demo-monitoring-llm` (docs/guides/monitoring.md).
 """
 
 from __future__ import annotations
