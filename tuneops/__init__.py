@@ -3,7 +3,7 @@
 The library (this package's modules) has no Prefect in it; ``tuneops.tasks`` (tasks/) wraps it in
 Prefect tasks, ``tuneops.flows`` (flows/) chains them, ``tuneops.monitoring`` (monitoring/) holds the
 drift, alert and retraining logic, ``tuneops.infra`` (infra/) the local stack, and ``tuneops.cli`` is the
-one command. README.md, "Architecture", draws the layers.
+one command. docs/architecture.md draws the layers.
 """
 
 from tuneops import console
