@@ -245,6 +245,17 @@ def generator(prefect_server, tiny_causal_lm, instruction_csv) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def old_format_versions(tmp_path_factory) -> list:
+    """Every registered version committed under tests/fixtures/registry_formats/ (one ``v<N>/`` folder per registry
+    format tuneops has written: a classifier, a generator, adapter versions, ...), registered into this session's
+    MLflow store as the registry held it (run, tags, aliases, files); a list of ``OldVersion`` (format, kind, name,
+    version, uri, record). Registering takes a second or two: nothing is trained."""
+    from tests.fixtures.registry_formats import register_all
+
+    return register_all(tmp_path_factory.mktemp("old-formats"))
+
+
 # Fixtures that start a server or train a model: a test that uses one is `slow`, whatever its module says, so
 # `make test-fast` (pytest -m "not slow") runs only the tests that train nothing and start no server.
 # (``item.fixturenames`` holds every fixture a test needs, those of its fixtures included.)

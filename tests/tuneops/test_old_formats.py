@@ -1,0 +1,84 @@
+"""Versions registered by earlier tuneops code still load and predict with today's.
+
+Every version committed under tests/fixtures/registry_formats/ (v1: as commit 053c986 wrote them: pickled pyfuncs
+that name ``tuneops.serving.TextClassifierModel`` & co., artifact folders in that layout) is registered into the
+session's store by the ``old_format_versions`` fixture, then loaded through MLflow (``models:/NAME/N``) and through
+`tuneops predict --version N`, and must answer what it answered when it was registered.
+
+Only public entry points are used here (MLflow's API, the `tuneops` command), so this file stays as it is while
+the library's modules move: it is what proves the move kept old versions working.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+import tuneops
+from tests.conftest import run_cli
+from tests.fixtures.registry_formats import formats, versions_of
+
+IDS = [f"{fmt.name}/{folder.name}" for fmt in formats() for folder in versions_of(fmt)]
+
+
+def find(versions: list, version_id: str):
+    return next(v for v in versions if v.id == version_id)
+
+
+def assert_as_registered(old, frame: pd.DataFrame) -> None:
+    """The family's output columns, each row what the version answered when it was registered."""
+    expected = old.record["expected"]
+    assert len(frame) == len(expected)
+    for got, want in zip(frame.to_dict(orient="records"), expected, strict=True):
+        for column, value in want.items():
+            if isinstance(value, float):
+                assert math.isclose(got[column], value, rel_tol=1e-4, abs_tol=1e-5), (old.id, column, got, want)
+            else:
+                assert got[column] == value, (old.id, column, got, want)
+    if old.task == "classification":
+        model_dir = old.folder / "model/artifacts/model"  # merged weights, or a frozen base/ plus an adapter/
+        config = next(p for p in (model_dir / "config.json", model_dir / "base/config.json") if p.is_file())
+        assert set(frame["label"]) <= set(json.loads(config.read_text())["id2label"].values())
+        assert frame["confidence"].between(0, 1).all()
+    elif old.task == "causal_lm":
+        assert set(frame["finish_reason"]) <= {"stop", "length"}
+        assert (frame["latency_ms"] >= 0).all()
+
+
+@pytest.mark.parametrize("version_id", IDS)
+def test_an_old_version_loads_and_predicts_through_mlflow(old_format_versions, version_id):
+    old = find(old_format_versions, version_id)
+    model = mlflow.pyfunc.load_model(old.uri)
+    # The pickle was resolved against today's tuneops, not the copy of the old package the version carries in
+    # code/ (MLflow puts that on sys.path, but the installed tuneops is already imported).
+    source = Path(inspect.getfile(type(model.unwrap_python_model()))).resolve()
+    assert source.is_relative_to(Path(tuneops.__file__).resolve().parent), source
+    column = old.record["probe"]["column"]
+    out = model.predict(pd.DataFrame({column: old.record["probe"]["inputs"]}))
+    assert list(out.columns) == old.outputs
+    assert_as_registered(old, out)
+
+
+@pytest.mark.slow  # a `tuneops` process per version: 10-15 s each on two cores
+@pytest.mark.parametrize("version_id", IDS)
+def test_tuneops_predict_scores_with_an_old_version(old_format_versions, version_id, tmp_path):
+    """`tuneops predict --version N` with the config the version was trained with (its data and base paths are
+    gone: predicting reads neither)."""
+    old = find(old_format_versions, version_id)
+    column = old.record["probe"]["column"]
+    inputs = tmp_path / "inputs.csv"
+    pd.DataFrame({column: old.record["probe"]["inputs"]}).to_csv(inputs, index=False)
+    output = tmp_path / "predictions.csv"
+    proc = run_cli("predict", "--config", str(old.folder / "config.yaml"), "--input", str(inputs),
+                   "--output", str(output), "--version", old.version)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    frame = pd.read_csv(output, keep_default_na=False)
+    assert list(frame.columns) == [column, *old.outputs, "model_version"]
+    assert (frame["model_version"].astype(str) == old.version).all()
+    assert_as_registered(old, frame)
