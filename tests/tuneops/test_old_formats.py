@@ -3,10 +3,11 @@
 Every version committed under tests/fixtures/registry_formats/ (v1: as commit 053c986 wrote them: pickled pyfuncs
 that name ``tuneops.serving.TextClassifierModel`` & co., artifact folders in that layout) is registered into the
 session's store by the ``old_format_versions`` fixture, then loaded through MLflow (``models:/NAME/N``) and through
-`tuneops predict --version N`, and must answer what it answered when it was registered.
+tuneops' scoring path (the function `tuneops predict --version N` calls, and once the command itself), and must
+answer what it answered when it was registered.
 
-Only public entry points are used here (MLflow's API, the `tuneops` command), so this file stays as it is while
-the library's modules move: it is what proves the move kept old versions working.
+It proved that the library's move into subpackages kept old versions working (it was written against the modules
+before the move, through MLflow's API and the `tuneops` command only).
 """
 
 from __future__ import annotations
@@ -65,20 +66,41 @@ def test_an_old_version_loads_and_predicts_through_mlflow(old_format_versions, v
     assert_as_registered(old, out)
 
 
-@pytest.mark.slow  # a `tuneops` process per version: 10-15 s each on two cores
-@pytest.mark.parametrize("version_id", IDS)
-def test_tuneops_predict_scores_with_an_old_version(old_format_versions, version_id, tmp_path):
-    """`tuneops predict --version N` with the config the version was trained with (its data and base paths are
-    gone: predicting reads neither)."""
-    old = find(old_format_versions, version_id)
+def _predict_probe(old, tmp_path, cli: bool) -> pd.DataFrame:
+    """tuneops' own scoring path with the config the version was trained with (its data and base paths are gone:
+    predicting reads neither): `tuneops predict --version N` in a process of its own, or the function it calls."""
     column = old.record["probe"]["column"]
     inputs = tmp_path / "inputs.csv"
     pd.DataFrame({column: old.record["probe"]["inputs"]}).to_csv(inputs, index=False)
     output = tmp_path / "predictions.csv"
-    proc = run_cli("predict", "--config", str(old.folder / "config.yaml"), "--input", str(inputs),
-                   "--output", str(output), "--version", old.version)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    frame = pd.read_csv(output, keep_default_na=False)
+    config = old.folder / "config.yaml"
+    if cli:
+        proc = run_cli("predict", "--config", str(config), "--input", str(inputs), "--output", str(output),
+                       "--version", old.version)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    else:
+        from tuneops.config import load_config
+        from tuneops.serving.scoring import predict_file
+
+        predict_file(load_config(config), str(inputs), str(output), version=old.version)
+    return pd.read_csv(output, keep_default_na=False)
+
+
+@pytest.mark.parametrize("version_id", IDS)
+def test_tuneops_scoring_predicts_with_an_old_version(old_format_versions, version_id, tmp_path):
+    old = find(old_format_versions, version_id)
+    _check_predictions(old, _predict_probe(old, tmp_path, cli=False))
+
+
+@pytest.mark.slow  # a `tuneops` process: 10-15 s on two cores; the scoring path is the same for every kind
+@pytest.mark.parametrize("version_id", IDS[:1])
+def test_tuneops_predict_scores_with_an_old_version(old_format_versions, version_id, tmp_path):
+    old = find(old_format_versions, version_id)
+    _check_predictions(old, _predict_probe(old, tmp_path, cli=True))
+
+
+def _check_predictions(old, frame: pd.DataFrame) -> None:
+    column = old.record["probe"]["column"]
     assert list(frame.columns) == [column, *old.outputs, "model_version"]
     assert (frame["model_version"].astype(str) == old.version).all()
     assert_as_registered(old, frame)
