@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -104,3 +105,24 @@ def _check_predictions(old, frame: pd.DataFrame) -> None:
     assert list(frame.columns) == [column, *old.outputs, "model_version"]
     assert (frame["model_version"].astype(str) == old.version).all()
     assert_as_registered(old, frame)
+
+
+def test_a_version_whose_pickle_names_missing_code_is_refused_with_the_fix(old_format_versions, tmp_path):
+    """A pickled pyfunc naming a class this tuneops does not have (a newer or a foreign release) is a RegistryError
+    that says what to do, not a traceback from inside unpickling."""
+    from mlflow import MlflowClient
+
+    from tuneops.errors import RegistryError
+    from tuneops.serving.scoring import load_model
+
+    old = find(old_format_versions, "v1/classifier")
+    model = tmp_path / "model"
+    shutil.copytree(old.folder / "model", model)
+    pickled = model / "python_model.pkl"
+    pickled.write_bytes(pickled.read_bytes().replace(b"TextClassifierModel", b"GoneClassifierModel"))
+    client = MlflowClient()
+    client.create_registered_model("old-format-missing-class")
+    mv = client.create_model_version("old-format-missing-class", source=str(model))
+    with pytest.raises(RegistryError, match="names code this tuneops .* does not have .*GoneClassifierModel.*"
+                                            "register it again"):
+        load_model("old-format-missing-class", mv.version)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -78,6 +79,12 @@ def resolve_version(name: str, version: str | None) -> str:
     return champion
 
 
+def _installed_version() -> str:
+    from importlib.metadata import version
+
+    return version("tuneops")
+
+
 def load_model(name: str, version: str, runtime: str = "fp32", batch_size: int | None = None) -> Any:
     """The registered pyfunc (``mlflow.pyfunc.PyFuncModel``) on an inference runtime, or a RegistryError that
     names it. This does not check the runtime against fp32: :func:`load_verified` does."""
@@ -96,6 +103,11 @@ def load_model(name: str, version: str, runtime: str = "fp32", batch_size: int |
     except OSError as exc:
         raise RegistryError(f"cannot load {name} v{version}: its artifacts are unreadable ({exc}); check that the "
                             "MLflow artifact store is reachable from this machine") from None
+    except (AttributeError, ImportError, ModuleNotFoundError, pickle.UnpicklingError) as exc:
+        # The pickled pyfunc names a class this tuneops does not have (a version from a newer or a foreign release).
+        raise RegistryError(f"cannot load {name} v{version}: its pickled model names code this tuneops "
+                            f"{_installed_version()} does not have ({exc}); serve it with the tuneops release that "
+                            "registered it, or register it again with this one") from None
     require_model_config(model, runtime, f"{name} v{version}")
     return model
 
