@@ -203,7 +203,9 @@ def main() -> None:
     import pandas as pd
 
     from tuneops.config import ServingConfig, load_config
-    from tuneops.serving.server import build_spec, mlflow_serve_command, resolve
+    from tuneops.serving.model_slot import resolve
+    from tuneops.serving.server import mlflow_serve_command
+    from tuneops.serving.spec import build_spec
 
     config_path = ROOT / (args.config or DEMO_CONFIGS[args.family])
     cfg = load_config(config_path) if args.model_uri is None else None

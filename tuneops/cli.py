@@ -159,9 +159,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError("; ".join(f"--{e['loc'][0]} {e['input']!r}: {e['msg']}" for e in exc.errors())) \
                 from None
     check_services()
-    from tuneops.serving import server
+    from tuneops.serving import model_slot, server
+    from tuneops.serving.spec import build_spec
 
-    spec = server.build_spec(cfg, serving, model_uri=args.model_uri, version=args.version)
+    spec = build_spec(cfg, serving, model_uri=args.model_uri, version=args.version)
     if args.mlflow_command:
         import shlex
 
@@ -170,7 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  "PATH": shlex.quote(os.path.dirname(argv[0])) + ':"$PATH"'}  # the venv's bin/, then the user's PATH
         print(" ".join(f"{k}={v}" for k, v in shown.items()) + " " + shlex.join(argv))
         return 0
-    server.resolve(spec)  # no champion (or an unreachable registry) fails here, before anything starts
+    model_slot.resolve(spec)  # no champion (or an unreachable registry) fails here, before anything starts
     where = f"http://{serving.host}:{serving.port}"
     following = f"following @{spec.alias}" if spec.alias else "pinned"
     print(f"serving {spec.describe()} ({following}) on {where} with {serving.workers} worker(s); "

@@ -206,7 +206,7 @@ def test_serve_answers_with_the_champion_and_swaps_a_promotion_in_under_load(two
 def pinned(two_versions) -> Iterator[str]:
     """NAME v1, pinned, served in process with small limits: 5 rows a request, 50 characters a text."""
     from tuneops.config import ServingConfig
-    from tuneops.serving.server import build_spec
+    from tuneops.serving.spec import build_spec
 
     serving = ServingConfig(max_rows=5, max_text_chars=50, max_wait_ms=30, log_predictions=False)
     with _in_process(build_spec(None, serving, model_uri=f"models:/{two_versions}/1")) as url:
@@ -311,7 +311,7 @@ def test_a_causal_lm_champion_is_served(generator):
     import mlflow
 
     from tuneops.config import ServingConfig
-    from tuneops.serving.server import build_spec
+    from tuneops.serving.spec import build_spec
 
     prompts = ["Which intent: How do I change my PIN?", "Which intent: my card still has not arrived"]
     expected = mlflow.pyfunc.load_model(f"models:/{generator}@champion").predict(pd.DataFrame({"prompt": prompts}))
@@ -374,7 +374,7 @@ def test_an_unexpected_model_error_is_a_logged_500_with_a_json_body(tmp_path, ca
     from mlflow.models import infer_signature
 
     from tuneops.config import ServingConfig
-    from tuneops.serving.server import build_spec
+    from tuneops.serving.spec import build_spec
 
     class Model(_FailsOnBoom, mlflow.pyfunc.PythonModel):
         pass
@@ -401,7 +401,8 @@ def test_a_verified_runtime_serves_and_an_unverifiable_one_is_refused(two_versio
     from tuneops.config import ServingConfig, load_config
     from tuneops.errors import ConfigError
     from tuneops.registry.tracking import client
-    from tuneops.serving.server import build_spec, load
+    from tuneops.serving.model_slot import load
+    from tuneops.serving.spec import build_spec
 
     config = tmp_path / "serve_onnx.yaml"
     config.write_text(yaml.safe_dump({"data": {"path": company_csv, "label_column": "category"},
@@ -426,7 +427,8 @@ def test_a_call_with_room_waits_for_the_clients_just_answered():
     import asyncio
     import time as clock
 
-    from tuneops.serving.server import LoadedModel, MicroBatcher, ModelSlot, Stats
+    from tuneops.serving.batching import MicroBatcher, Stats
+    from tuneops.serving.model_slot import LoadedModel, ModelSlot
 
     class Schema:
         def input_names(self):
