@@ -31,7 +31,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,14 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tuneops import settings  # noqa: E402
+from tuneops.ports import free_port  # noqa: E402
 
 DEMO_CONFIGS = {"classifier": "configs/banking77_lora.yaml", "causal": "configs/banking77_instruct.yaml"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

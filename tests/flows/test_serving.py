@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,16 +21,11 @@ import pytest
 
 from tests.conftest import LABELS, tiny_config
 from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
+from tuneops.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TEXTS = ["my card has not arrived", "change my pin"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
@@ -63,7 +57,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _serve_and_invoke(model_uri: str, column: str, values: list[str], folder: Path) -> list[dict]:
     """Start `mlflow models serve` on a free loopback port, POST the values to /invocations, stop it."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = folder / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

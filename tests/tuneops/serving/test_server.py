@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,17 +26,12 @@ import yaml
 
 from tests.conftest import LABELS
 from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
+from tuneops.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 NAME = "serve-classifier"
 TEXTS = ["my card has not arrived", "change my pin", "what is the exchange rate", "how do I activate my card"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _call(url: str, method: str, path: str, body: bytes | str | dict | None = None,
@@ -67,7 +61,7 @@ def _in_process(spec) -> Iterator[str]:
 
     from tuneops.serving.server import create_app, wait_until_ready
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(spec), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -119,7 +113,7 @@ def test_serve_answers_with_the_champion_and_swaps_a_promotion_in_under_load(two
     config.write_text(yaml.safe_dump({"data": {"path": company_csv, "label_column": "category"},
                                       "registry": {"model_name": two_versions},
                                       "monitoring": {"predictions": str(log_dir)}}))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server_log = tmp_path / "server.log"
     with server_log.open("wb") as out:
