@@ -8,8 +8,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tuneops.errors import TuneopsError
+
+if TYPE_CHECKING:
+    from tuneops.config import TuneopsConfig
 
 
 def _strip_expected_tracebacks() -> None:
@@ -46,7 +50,10 @@ def check_services() -> None:
                                f"{var} to use the embedded local defaults.") from None
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _prepare_training_run(args: argparse.Namespace) -> TuneopsConfig:
+    """What `train` and `tune` do before their flow: the config (with --set), reachable services, ``model.base``
+    resolved and accepted by the task family (else one message, exit 2), then the local Prefect server booting
+    while the ML stack and the MLflow store load."""
     from tuneops.config import load_config
 
     cfg = load_config(args.config, args.set)
@@ -57,6 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tuneops.startup import prepare_training
 
     prepare_training(cfg.registry.experiment)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _prepare_training_run(args)
     from tuneops.flows.train_model import train_model
 
     _strip_expected_tracebacks()
@@ -80,16 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from tuneops.config import load_config
-
-    cfg = load_config(args.config, args.set)
-    check_services()
-    from tuneops.training.base_models import preflight
-
-    preflight(cfg.model.base, cfg.model.task, cfg.model.pooling)
-    from tuneops.startup import prepare_training
-
-    prepare_training(cfg.registry.experiment)
+    cfg = _prepare_training_run(args)
     from tuneops.flows.tune_hyperparameters import tune_hyperparameters
 
     _strip_expected_tracebacks()
