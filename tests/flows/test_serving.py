@@ -11,8 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -30,17 +28,14 @@ TEXTS = ["my card has not arrived", "change my pin"]
 
 def _wait_for_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     """Poll /ping until the server has loaded the model; fail with its log if it dies or never answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    pytest.fail(f"mlflow models serve did not answer /ping within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+    from tuneops.serving.server import wait_until_ready
+
+    try:
+        wait_until_ready(url, timeout, alive=lambda: proc.poll() is None)
+    except RuntimeError:
+        pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+    except TimeoutError:
+        pytest.fail(f"mlflow models serve did not answer /ping within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
