@@ -31,9 +31,9 @@ $(STAMP): pyproject.toml
 	@echo "==> installed: $(VENV)/bin/tuneops --help"
 
 # The project's module files, against the list linked last: a module added, removed or renamed since re-links the
-# editable tree (the project alone, no dependency: a few seconds). Until then `python -m` and pytest from the
-# repository root find a new library module, but not a new one in flows/, tasks/, monitoring/ or infra/, and the
-# `tuneops` command, bench/ and demos/ find neither.
+# editable tree (the project alone, no dependency: a few seconds). Until then, where the repository root comes first
+# on sys.path (pytest, `python -m` from the root, the bench/ scripts that put it there) a new library module is
+# found but not a new one in flows/, tasks/, monitoring/ or infra/; the `tuneops` command finds neither.
 LINKED := $(VENV)/.linked-modules
 $(LINKED): $(STAMP) FORCE
 	@find tuneops flows tasks monitoring infra -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort > $@.now

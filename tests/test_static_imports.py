@@ -252,3 +252,20 @@ def test_a_name_the_module_does_not_define_is_caught(tmp_path):
 def test_each_mapped_folder_is_in_the_static_view(folder):
     init = resolve_module(f"tuneops.{folder}", static_path_entries())
     assert init is not None and init.resolve() == (ROOT / folder / "__init__.py").resolve()
+
+
+@pytest.mark.parametrize("cwd", ["checkout", "elsewhere"])
+def test_python_imports_the_files_the_static_view_resolves(cwd, tmp_path):
+    """From the repository root (pytest, ``python -m``, the stack's worker: the checkout's tuneops/ comes first) and
+    from anywhere else (the installed tree), Python imports the very files a static tool resolves."""
+    import json
+    import subprocess
+    import sys
+
+    names = ["tuneops.errors", "tuneops.flows", "tuneops.tasks", "tuneops.monitoring", "tuneops.infra"]
+    code = (f"import importlib, json; print(json.dumps({{n: importlib.import_module(n).__file__ for n in {names!r}}}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT if cwd == "checkout" else tmp_path)
+    assert done.returncode == 0, done.stderr
+    imported = {n: Path(f).resolve() for n, f in json.loads(done.stdout).items()}
+    assert imported == {n: resolve_module(n, static_path_entries()).resolve() for n in names}

@@ -118,7 +118,7 @@ def resolve(spec: ServeSpec) -> str | None:
 def tracking_uri() -> str:
     import mlflow
 
-    return mlflow.gettracking_uri()
+    return mlflow.get_tracking_uri()
 
 
 class ModelSlot:
