@@ -167,7 +167,8 @@ def unresolved(refs: list[Reference], roots: list[Path], checkout: Path = ROOT) 
     for ref in refs:
         found = resolve_module(ref.module, roots)
         if found is None:
-            wrong.append(f"{ref.where}: {ref.module}: no file under {[str(r) for r in roots]}")
+            line = f"{ref.where}: {ref.module}: no file under {[str(r) for r in roots]}"
+            wrong += [line] if line not in wrong else []  # once for `from module import a, b, c`
             continue
         if not found.resolve().is_relative_to(checkout.resolve()):
             wrong.append(f"{ref.where}: {ref.module} resolves to {found.resolve()}, outside this checkout "
@@ -196,7 +197,16 @@ def test_the_walk_sees_the_project():
     assert any(r.module == "tuneops.training.worker" and r.name is None for r in REFERENCES)  # python -m ...
 
 
-def test_every_tuneops_import_resolves_to_a_file_of_this_checkout_without_import_hooks():
+def test_every_tuneops_import_resolves_in_the_checkout_as_an_ide_sees_it():
+    """A static tool opened on the repository looks in the checkout first, then on the interpreter's path: the
+    library resolves from tuneops/ itself, tuneops.tasks.* (tasks/ at the root) only through the install."""
+    wrong = unresolved(REFERENCES, [ROOT, *static_path_entries()])
+    assert not wrong, ("imports a static tool cannot follow (a module added or removed since the install? "
+                       "`make install` re-links the editable tree):\n" + "\n".join(wrong))
+
+
+def test_every_tuneops_import_resolves_from_the_install_alone():
+    """Outside the checkout (another project using this environment, a notebook) only the install counts."""
     roots = static_path_entries()
     assert roots, ("the installed tuneops puts no folder on the path that a static tool can read (only an import "
                    "hook): install it with `make install` (setuptools' strict editable mode)")
