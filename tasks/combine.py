@@ -1,131 +1,16 @@
-"""Combine LoRA adapters trained on different data into one candidate (PEFT's weighted adapter combination).
-
-The adapters come from registered versions (each registered LoRA model carries its adapter in PEFT
-format). PEFT combines the low-rank updates with ``combination_type="cat"``, which makes the combined
-update exactly the weighted sum of the sources' updates. PEFT refuses adapters that carry their own
-classification head (``modules_to_save``), so the heads are split off, combined here with the same
-(normalised) weights, and put back on the merged model.
-"""
+"""The combine-adapters task: the weighted combination of registered LoRA adapters
+(:func:`tuneops.training.combine.combine`) as one candidate, with its sources logged on the run."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tuneops.config import TuneopsConfig
-from tuneops.training.engine import TrainingError
+from tuneops.training.combine import combine
 from tuneops.training.trainer import TrainResult
-
-HEAD_PREFIX = "base_model.model.classifier."
-
-
-def fetch_adapter(source: str, into: Path) -> tuple[Path, dict[str, str]]:
-    """Download a registered version ('NAME/VERSION' or 'NAME@ALIAS') and return its adapter folder and tags."""
-    import mlflow
-
-    from tuneops.errors import RegistryError
-    from tuneops.registry.tracking import client
-
-    name, sep, ref = source.partition("@") if "@" in source else source.rpartition("/")
-    if not sep or not name or not ref:
-        raise TrainingError(f"adapter source '{source}' is not 'NAME/VERSION' or 'NAME@ALIAS'")
-    try:
-        mv = (client().get_model_version_by_alias(name, ref) if "@" in source
-              else client().get_model_version(name, ref))
-    except mlflow.exceptions.MlflowException:
-        raise RegistryError(f"adapter source '{source}' is not in the registry; list its versions in the MLflow "
-                            "UI") from None
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{mv.version}", dst_path=str(into)))
-    found = [p.parent for p in local.rglob("adapter_model.safetensors")]
-    if mv.tags.get("tuneops.method") != "lora" or not found:
-        raise TrainingError(f"{name} v{mv.version} was trained with method '{mv.tags.get('tuneops.method')}'; only "
-                            "LoRA adapters can be combined")
-    return found[0], dict(mv.tags)
-
-
-def _without_head(adapter: Path, into: Path) -> dict[str, Any]:
-    """A copy of the adapter without its classification head (PEFT cannot combine those); returns the head."""
-    from safetensors.torch import load_file, save_file
-
-    into.mkdir(parents=True, exist_ok=True)
-    weights = load_file(str(adapter / "adapter_model.safetensors"))
-    head = {k.removeprefix(HEAD_PREFIX): v for k, v in weights.items() if k.startswith(HEAD_PREFIX)}
-    save_file({k: v for k, v in weights.items() if not k.startswith(HEAD_PREFIX)},
-              str(into / "adapter_model.safetensors"))
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    config["modules_to_save"] = None
-    config["task_type"] = None  # a sequence-classification task type would add the head back
-    (into / "adapter_config.json").write_text(json.dumps(config))
-    return head
-
-
-def combine(cfg: TuneopsConfig, sources: list[str], weights: list[float], out_dir: Path) -> TrainResult:
-    """Merge the weighted combination of the sources' adapters into the base model and export it."""
-    import time
-
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoTokenizer
-
-    from tuneops.families.classification.pooling import MODEL_TYPE, classifier_class
-    from tuneops.training.base_models import resolve as resolve_base
-
-    if len(sources) < 2 or len(sources) != len(weights):
-        raise TrainingError(f"combining needs at least two sources and one weight per source (got {len(sources)} "
-                            f"sources, {len(weights)} weights)")
-    if any(w <= 0 for w in weights):
-        raise TrainingError(f"combination weights must be positive (got {weights})")
-    start = time.perf_counter()
-    work = out_dir / "sources"
-    adapters, heads, labels = [], [], None
-    for i, source in enumerate(sources):
-        adapter, tags = fetch_adapter(source, work / f"download-{i}")
-        if tags.get("tuneops.base_model") != cfg.model.base:
-            raise TrainingError(f"{source} was trained on base model {tags.get('tuneops.base_model')}, not "
-                                f"{cfg.model.base}; adapters of different base models cannot be combined")
-        model_config = AutoConfig.from_pretrained(str(adapter.parent))
-        pooling = "mean" if model_config.model_type == MODEL_TYPE else "cls"
-        if pooling != cfg.model.pooling:  # its head was trained on the other pooling's features
-            raise TrainingError(f"{source} was trained with model.pooling: {pooling}, this config has "
-                                f"model.pooling: {cfg.model.pooling}; set model.pooling: {pooling} to combine it")
-        source_labels = [model_config.id2label[i] for i in range(len(model_config.id2label))]
-        if labels is not None and source_labels != labels:
-            raise TrainingError(f"{source} predicts other labels than {sources[0]}; combined adapters need the same "
-                                "label set")
-        labels = source_labels
-        heads.append(_without_head(adapter, work / f"adapter-{i}"))
-        adapters.append(f"source{i}")
-    assert labels is not None
-
-    base = resolve_base(cfg.model.base)
-    model = classifier_class(cfg.model.pooling).from_pretrained(
-        base, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
-    model.config.tuneops_max_length = cfg.model.max_length
-    peft_model = PeftModel.from_pretrained(model, str(work / "adapter-0"), adapter_name=adapters[0])
-    for i, name in enumerate(adapters[1:], start=1):
-        peft_model.load_adapter(str(work / f"adapter-{i}"), adapter_name=name)
-    peft_model.add_weighted_adapter(adapters, weights, adapter_name="combined", combination_type="cat")
-    peft_model.set_adapter("combined")
-    merged = peft_model.merge_and_unload(adapter_names=["combined"])
-    total = sum(weights)
-    state = {k: sum(w / total * h[k] for w, h in zip(weights, heads, strict=True)) for k in heads[0]}
-    merged.classifier.load_state_dict(state)
-
-    model_dir = out_dir / "model"
-    merged.save_pretrained(model_dir)
-    AutoTokenizer.from_pretrained(base).save_pretrained(model_dir)
-    (model_dir / "tuneops_config.json").write_text(cfg.model_dump_json(indent=2))
-    (model_dir / "tuneops_combination.json").write_text(json.dumps(
-        {"sources": sources, "weights": weights, "combination_type": "cat"}, indent=2))
-    shutil.rmtree(work, ignore_errors=True)
-    seconds = time.perf_counter() - start
-    params = sum(p.numel() for p in merged.parameters())
-    return TrainResult(model_dir=str(model_dir), labels=labels, train_seconds=seconds, eval_seconds=0.0,
-                       trainable_params=0, total_params=params, best_validation={})
 
 
 @task(name="combine-adapters", cache_policy=NO_CACHE)

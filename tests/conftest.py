@@ -24,6 +24,7 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_HOME / 'mlflow.db'}"
 
 from tuneops import settings  # noqa: E402
+from tuneops.ports import free_port  # noqa: E402
 
 settings.configure_environment()
 
@@ -126,15 +127,12 @@ def s3_endpoint():
 @pytest.fixture(scope="session")
 def s3_locked(tmp_path_factory):
     """A second moto server, in its own process, that enforces IAM: unknown credentials are refused."""
-    import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

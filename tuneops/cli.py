@@ -8,8 +8,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tuneops.errors import TuneopsError
+
+if TYPE_CHECKING:
+    from tuneops.config import TuneopsConfig
 
 
 def _strip_expected_tracebacks() -> None:
@@ -46,7 +50,10 @@ def check_services() -> None:
                                f"{var} to use the embedded local defaults.") from None
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _prepare_training_run(args: argparse.Namespace) -> TuneopsConfig:
+    """What `train` and `tune` do before their flow: the config (with --set), reachable services, ``model.base``
+    resolved and accepted by the task family (else one message, exit 2), then the local Prefect server booting
+    while the ML stack and the MLflow store load."""
     from tuneops.config import load_config
 
     cfg = load_config(args.config, args.set)
@@ -57,6 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tuneops.startup import prepare_training
 
     prepare_training(cfg.registry.experiment)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _prepare_training_run(args)
     from tuneops.flows.train_model import train_model
 
     _strip_expected_tracebacks()
@@ -80,16 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from tuneops.config import load_config
-
-    cfg = load_config(args.config, args.set)
-    check_services()
-    from tuneops.training.base_models import preflight
-
-    preflight(cfg.model.base, cfg.model.task, cfg.model.pooling)
-    from tuneops.startup import prepare_training
-
-    prepare_training(cfg.registry.experiment)
+    cfg = _prepare_training_run(args)
     from tuneops.flows.tune_hyperparameters import tune_hyperparameters
 
     _strip_expected_tracebacks()
@@ -159,9 +162,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError("; ".join(f"--{e['loc'][0]} {e['input']!r}: {e['msg']}" for e in exc.errors())) \
                 from None
     check_services()
-    from tuneops.serving import server
+    from tuneops.serving import model_slot, server
+    from tuneops.serving.spec import build_spec
 
-    spec = server.build_spec(cfg, serving, model_uri=args.model_uri, version=args.version)
+    spec = build_spec(cfg, serving, model_uri=args.model_uri, version=args.version)
     if args.mlflow_command:
         import shlex
 
@@ -170,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                  "PATH": shlex.quote(os.path.dirname(argv[0])) + ':"$PATH"'}  # the venv's bin/, then the user's PATH
         print(" ".join(f"{k}={v}" for k, v in shown.items()) + " " + shlex.join(argv))
         return 0
-    server.resolve(spec)  # no champion (or an unreachable registry) fails here, before anything starts
+    model_slot.resolve(spec)  # no champion (or an unreachable registry) fails here, before anything starts
     where = f"http://{serving.host}:{serving.port}"
     following = f"following @{spec.alias}" if spec.alias else "pinned"
     print(f"serving {spec.describe()} ({following}) on {where} with {serving.workers} worker(s); "

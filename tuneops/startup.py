@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,10 @@ import urllib.request
 from pathlib import Path
 
 from tuneops.errors import TuneopsError
+from tuneops.ports import free_port
 from tuneops.registry import tracking
 
 STARTUP_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -60,7 +54,7 @@ def launch_local_prefect_server() -> tuple[subprocess.Popen, str]:
     """Start Prefect's API (no UI) on a free loopback port; return the process and its API URL."""
     spec = importlib.util.find_spec("prefect")
     assert spec is not None and spec.origin is not None
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(spec.origin).parent.parent), "--factory",

@@ -8,12 +8,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -22,31 +19,23 @@ import pytest
 
 from tests.conftest import LABELS, tiny_config
 from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
+from tuneops.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TEXTS = ["my card has not arrived", "change my pin"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_for_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     """Poll /ping until the server has loaded the model; fail with its log if it dies or never answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    pytest.fail(f"mlflow models serve did not answer /ping within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+    from tuneops.serving.server import wait_until_ready
+
+    try:
+        wait_until_ready(url, timeout, alive=lambda: proc.poll() is None)
+    except RuntimeError:
+        pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+    except TimeoutError:
+        pytest.fail(f"mlflow models serve did not answer /ping within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -63,7 +52,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _serve_and_invoke(model_uri: str, column: str, values: list[str], folder: Path) -> list[dict]:
     """Start `mlflow models serve` on a free loopback port, POST the values to /invocations, stop it."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = folder / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, tiny_config
+from tuneops.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -27,14 +28,6 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 SCREENSHOT_CONFIG = os.environ.get("TUNEOPS_SCREENSHOT_CONFIG")
 UI_MODEL_NAME = "banking77-tiny"
 RUN_TIMEOUT_S = 3600 if SCREENSHOT_CONFIG else 300
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

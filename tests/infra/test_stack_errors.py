@@ -13,8 +13,9 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.infra.conftest import alive, free_port
+from tests.infra.conftest import alive
 from tuneops.infra import stack
+from tuneops.ports import free_port
 
 
 def cli(home, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from tests.conftest import make_bucket, tiny_config
-from tests.infra.conftest import Stack, alive, free_port, running_stack, wait_for_run
+from tests.infra.conftest import Stack, alive, running_stack, wait_for_run
 from tests.infra.postgres_server import Postgres, find_bindir, postgres_server
 from tuneops.infra import stack as stack_code
+from tuneops.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, make_bucket
-from tests.infra.conftest import alive, free_port
+from tests.infra.conftest import alive
+from tuneops.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from tuneops.plugins import Registry, caller_module
+
 
 class MethodSettings(BaseModel):
     """Base of every method's settings: unknown keys are errors, like everywhere in the config."""
@@ -53,12 +55,13 @@ class Method:
     """Whether a trainable parameter (by name) belongs to the adapter proper rather than to a trained head."""
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("method")
 
 
 def register(method: Method) -> Method:
-    METHODS[method.name] = method
-    return method
+    """Add a method under its name (at a method module's top level); a name another module registered already is
+    refused (:class:`tuneops.plugins.NameTaken`, naming both modules)."""
+    return METHODS.add(method.name, method, by=caller_module())
 
 
 def get(name: str) -> Method:

@@ -127,11 +127,11 @@ def launch_distributed(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, r
     """
     import dataclasses
     import os
-    import socket
     import subprocess
     import sys
     from collections import deque
 
+    from tuneops.ports import free_port
     from tuneops.training import engine
 
     dist = cfg.training.distributed
@@ -148,9 +148,7 @@ def launch_distributed(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, r
     result_file = job_dir / "result.json"
     job.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "splits": dataclasses.asdict(splits),
                                "out_dir": str(out_dir), "run_id": run_id, "result": str(result_file)}))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={dist.processes}", "--nnodes=1",
                "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "tuneops.training.worker", str(job)]
     threads = max(1, (os.cpu_count() or 1) // dist.processes)

@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,17 +26,12 @@ import yaml
 
 from tests.conftest import LABELS
 from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
+from tuneops.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 NAME = "serve-classifier"
 TEXTS = ["my card has not arrived", "change my pin", "what is the exchange rate", "how do I activate my card"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _call(url: str, method: str, path: str, body: bytes | str | dict | None = None,
@@ -67,7 +61,7 @@ def _in_process(spec) -> Iterator[str]:
 
     from tuneops.serving.server import create_app, wait_until_ready
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(spec), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -119,7 +113,7 @@ def test_serve_answers_with_the_champion_and_swaps_a_promotion_in_under_load(two
     config.write_text(yaml.safe_dump({"data": {"path": company_csv, "label_column": "category"},
                                       "registry": {"model_name": two_versions},
                                       "monitoring": {"predictions": str(log_dir)}}))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server_log = tmp_path / "server.log"
     with server_log.open("wb") as out:
@@ -206,7 +200,7 @@ def test_serve_answers_with_the_champion_and_swaps_a_promotion_in_under_load(two
 def pinned(two_versions) -> Iterator[str]:
     """NAME v1, pinned, served in process with small limits: 5 rows a request, 50 characters a text."""
     from tuneops.config import ServingConfig
-    from tuneops.serving.server import build_spec
+    from tuneops.serving.spec import build_spec
 
     serving = ServingConfig(max_rows=5, max_text_chars=50, max_wait_ms=30, log_predictions=False)
     with _in_process(build_spec(None, serving, model_uri=f"models:/{two_versions}/1")) as url:
@@ -311,7 +305,7 @@ def test_a_causal_lm_champion_is_served(generator):
     import mlflow
 
     from tuneops.config import ServingConfig
-    from tuneops.serving.server import build_spec
+    from tuneops.serving.spec import build_spec
 
     prompts = ["Which intent: How do I change my PIN?", "Which intent: my card still has not arrived"]
     expected = mlflow.pyfunc.load_model(f"models:/{generator}@champion").predict(pd.DataFrame({"prompt": prompts}))
@@ -374,7 +368,7 @@ def test_an_unexpected_model_error_is_a_logged_500_with_a_json_body(tmp_path, ca
     from mlflow.models import infer_signature
 
     from tuneops.config import ServingConfig
-    from tuneops.serving.server import build_spec
+    from tuneops.serving.spec import build_spec
 
     class Model(_FailsOnBoom, mlflow.pyfunc.PythonModel):
         pass
@@ -401,7 +395,8 @@ def test_a_verified_runtime_serves_and_an_unverifiable_one_is_refused(two_versio
     from tuneops.config import ServingConfig, load_config
     from tuneops.errors import ConfigError
     from tuneops.registry.tracking import client
-    from tuneops.serving.server import build_spec, load
+    from tuneops.serving.model_slot import load
+    from tuneops.serving.spec import build_spec
 
     config = tmp_path / "serve_onnx.yaml"
     config.write_text(yaml.safe_dump({"data": {"path": company_csv, "label_column": "category"},
@@ -426,7 +421,8 @@ def test_a_call_with_room_waits_for_the_clients_just_answered():
     import asyncio
     import time as clock
 
-    from tuneops.serving.server import LoadedModel, MicroBatcher, ModelSlot, Stats
+    from tuneops.serving.batching import MicroBatcher, Stats
+    from tuneops.serving.model_slot import LoadedModel, ModelSlot
 
     class Schema:
         def input_names(self):

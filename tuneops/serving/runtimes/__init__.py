@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneops.errors import ConfigError, TuneopsError
+from tuneops.plugins import Registry, caller_module
 
 REFERENCE = "fp32"
 AUTO = "auto"
@@ -51,12 +52,13 @@ class Runtime:
     unsupported: str = ""
 
 
-RUNTIMES: dict[str, Runtime] = {}
+RUNTIMES: Registry[Runtime] = Registry("runtime")
 
 
 def register(runtime: Runtime) -> Runtime:
-    RUNTIMES[runtime.name] = runtime
-    return runtime
+    """Add a runtime under its name (at a runtime module's top level); a name another module registered already is
+    refused (:class:`tuneops.plugins.NameTaken`, naming both modules)."""
+    return RUNTIMES.add(runtime.name, runtime, by=caller_module())
 
 
 def get(name: str) -> Runtime:
