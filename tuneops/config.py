@@ -215,20 +215,23 @@ class _Pipeline(Section):
         """Hash of what shapes training: the checkpoint resume key's (tuneops.training.trainer.checkpoint_key).
 
         Data, split, model and training (but for :data:`NOT_TRAINING`), the family's own sections (preference's
-        DPO settings, language_modeling's masking) and gate.primary_metric, which selects the best epoch; the
-        fields of other families are left out (they are at their defaults, and a family added later does not
-        change the key). The gate's other rules, the registry, monitoring, serving and search do not change what
-        is trained: changing them keeps the checkpoints of an interrupted run. The validation policies change
-        the rows (dropped, redacted), which the split files' fingerprints beside this hash already cover.
+        DPO settings, language_modeling's masking) and gate.primary_metric, which selects the best epoch; not
+        the family's settings that do not shape training (``FamilyConfig.not_training``: how answers are generated
+        at evaluation), nor the fields of other families (they are at their defaults, and a family added later
+        does not change the key). The gate's other rules, the registry, monitoring, serving and search do not
+        change what is trained: changing them keeps the checkpoints of an interrupted run. The validation policies
+        change the rows (dropped, redacted), which the split files' fingerprints beside this hash already cover.
         """
         family = FAMILIES[self.model.task]
         dumped = self.model_dump(mode="json", include={*RESUME_SECTIONS, *family.sections}, exclude=NOT_TRAINING)
-        for setting in {s for f in FAMILIES.values() for s in f.settings()} - family.settings():
+        others = {s for f in FAMILIES.values() for s in f.settings()} - family.settings()
+        for setting in others | set(family.not_training):
             *parents, name = setting.split(".")
-            node = dumped
+            node: Any = dumped
             for part in parents:
-                node = node.get(part, {})
-            node.pop(name, None)
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(name, None)
         dumped["gate"] = {"primary_metric": self.gate.primary_metric}
         return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -107,6 +107,9 @@ class FamilyConfig:
     settings of other families need no rule: the config refuses them by name (:func:`foreign_settings`)."""
     refusals: tuple[Refusal, ...] = ()
     """This family's own wording for refusing some settings of other families (else one generic line each)."""
+    not_training: tuple[str, ...] = ()
+    """Settings of this family (dotted paths) that do not change what is trained (e.g. how many tokens evaluation
+    generates): the checkpoint resume key leaves them out (tuneops.config.TuneopsConfig.training_fingerprint)."""
     split_data: Callable[[Config], Any] = lambda cfg: cfg.data
     """The data section as the split sees it: ``text_column`` keys a row, ``label_column`` is its target."""
     accepts: Callable[[dict[str, Any]], str | None] = _no_objection

@@ -116,6 +116,8 @@ METRICS = (
            per_example=True),
 )
 METRIC_NAMES = tuple(m.name for m in METRICS)
+GENERATION_ONLY = ("model.max_new_tokens", "model.stop_strings", "model.response_format")
+"""How answers are generated and read at evaluation and serving: training learns the same either way."""
 LABEL_SUBSET = Refusal(("data.select_labels", "data.max_rows_per_label"),
                        "subset a classifier's labels; remove them with model.task {task}")
 """causal_lm and preference: a run of either keeps every row (there are no labels to subset)."""
@@ -176,6 +178,7 @@ CONFIG = FamilyConfig(
     gate_defaults={"primary_metric": "rouge_l", "floors": {"rouge_l": 0.0}, "min_lift_over_baseline": 0.0},
     config_problems=config_problems,
     refusals=(LABEL_SUBSET,),
+    not_training=GENERATION_ONLY,
     split_data=split_data,
     accepts=accepts,
 )

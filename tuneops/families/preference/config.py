@@ -99,6 +99,7 @@ CONFIG = FamilyConfig(
     gate_defaults={"primary_metric": "preference_accuracy", "floors": {}, "also_compare": ["exact_match"]},
     config_problems=config_problems,
     refusals=(causal.LABEL_SUBSET,),
+    not_training=(*causal.GENERATION_ONLY, "preference.task_config"),  # the task is scored beside, not trained on
     split_data=split_data,
     accepts=causal.accepts,
 )
