@@ -141,6 +141,31 @@ def test_no_import_circle():
     assert not cycles, "\n".join(cycles)
 
 
+def reach(module: str) -> set[str]:
+    """Every module ``module`` imports, directly or through others."""
+    seen, stack = set(), [module]
+    while stack:
+        for target in GRAPH[stack.pop()] - seen:
+            seen.add(target)
+            stack.append(target)
+    return seen
+
+
+def test_the_config_and_the_families_share_a_leaf():
+    """What the config and the families share (the section base, FamilyConfig, the registry) is a leaf module;
+    the config does not reach a family's code, and a family's config.py (what it adds to the schema) reaches
+    neither the config nor a family's code, only that leaf, other families' config.py and modules below."""
+    from tuneops.families import FAMILIES
+
+    assert GRAPH["tuneops.families.schema"] == set()
+    family_code = {"tuneops.families", *(f"tuneops.families.{name}" for name in FAMILIES)}
+    assert not family_code & reach("tuneops.config"), family_code & reach("tuneops.config")
+    configs = [m for m in MODULES if m.startswith("tuneops.families.") and m.endswith(".config")]
+    assert len(configs) == len(FAMILIES)
+    for module in configs:
+        assert not (family_code | {"tuneops.config"}) & reach(module), module
+
+
 def test_library_and_monitoring_do_not_use_prefect():
     using = [m for m in MODULES if "prefect" in external(m)
              and (layer(m) == "library" or (layer(m) == "tuneops.monitoring" and m not in PREFECT_IN_MONITORING))]

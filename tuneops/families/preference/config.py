@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tuneops.families.causal_lm import config as causal
+import tuneops.families.causal_lm.config as causal
 from tuneops.families.schema import Config, FamilyConfig, Metric, OwnSection, Section
 
 NAME = "preference"
