@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, create_model, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 import tuneops.families.schema as schema
@@ -173,13 +173,14 @@ class _Pipeline(Section):
                 "training": {**_training_defaults(family.training_defaults, training), **training}}
 
     @model_validator(mode="after")
-    def _task_family(self) -> Any:
+    def _task_family(self, info: ValidationInfo) -> Any:
         """The rules of the config's family, and every setting of another family refused by name (each its own
-        problem, with the families it belongs to)."""
+        problem, with the families it belongs to), unless the config is one tuneops recorded (validation context
+        ``recorded``): a version registered before a setting was refused still loads."""
         task = self.model.task
         family = FAMILIES[task]
         errors = [_error(FAMILY_RULE, (), problem, task) for problem in family.config_problems(self)]
-        foreign = foreign_settings(self)
+        foreign = {} if (info.context or {}).get("recorded") else foreign_settings(self)
         worded = set()
         for refusal in family.refusals:
             given = [s for s in refusal.settings if s in foreign]
@@ -300,10 +301,13 @@ def _training_defaults(defaults: dict[str, dict[str, Any]], training: dict[str, 
     return {**common, **defaults.get(str(method), {})}
 
 
-def validate_config(raw: dict[str, Any], source: str = "config") -> TuneopsConfig:
-    """Validate a raw mapping; raise one ConfigError listing every problem."""
+def validate_config(raw: dict[str, Any], source: str = "config", recorded: bool = False) -> TuneopsConfig:
+    """Validate a raw mapping; raise one ConfigError listing every problem.
+
+    ``recorded``: the config of a run tuneops recorded (a registered version's training config), whose settings
+    of other families were accepted when it ran; they are kept, not refused."""
     try:
-        return TuneopsConfig.model_validate(raw)
+        return TuneopsConfig.model_validate(raw, context={"recorded": recorded})
     except ValidationError as exc:
         problems = [_describe(e, raw) for e in exc.errors()]
         lines = "\n".join(f"  - {p}" for p in problems)

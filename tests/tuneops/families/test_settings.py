@@ -176,3 +176,10 @@ def test_each_family_declares_its_settings_in_its_folder():
             assert section.model.__module__ == f"tuneops.families.{name}.config"
     assert schema.owners("data.prompt_column") == ["causal_lm", "preference"]
     assert schema.owners("gate.max_perplexity") == ["causal_lm", "language_modeling"]
+
+
+def test_a_recorded_config_keeps_the_settings_it_ran_with():
+    """A version registered before a setting was refused (its training config is read back by monitoring) loads."""
+    raw = config_with("causal_lm", "validation.min_rows_per_class", 1)
+    assert "validation.min_rows_per_class set but" in problems(raw)
+    assert validate_config(raw, recorded=True).validation.min_rows_per_class == 1
