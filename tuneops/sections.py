@@ -455,6 +455,7 @@ class SharedMonitoring(Section):
     experiment: str = Field("tuneops-monitoring", min_length=1, description="MLflow experiment of monitoring runs.")
     report_path: str | None = Field(
         None, description="Folder or s3:// prefix that also receives each HTML report; null: MLflow only.")
+    thresholds: SharedThresholds = Field(default_factory=SharedThresholds, description="Per-signal thresholds.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Notification channels.")
     retrain: RetrainConfig = Field(default_factory=RetrainConfig, description="Retraining trigger.")
 
