@@ -183,3 +183,44 @@ def test_a_recorded_config_keeps_the_settings_it_ran_with():
     raw = config_with("causal_lm", "validation.min_rows_per_class", 1)
     assert "validation.min_rows_per_class set but" in problems(raw)
     assert validate_config(raw, recorded=True).validation.min_rows_per_class == 1
+
+
+def test_typos_in_family_settings_get_the_closest_name_all_at_once():
+    message = problems({"data": {"path": "x", "promt_column": "p"}, "model": {"task": "causal_lm", "max_new_token": 3},
+                        "serving": {"runtime_check_row": 4}, "preference": {"bta": 1}})
+    assert "5 problems" in message
+    for line in ("data.promt_column: unknown field (did you mean 'prompt_column'?)",
+                 "model.max_new_token: unknown field (did you mean 'max_new_tokens'?)",
+                 "serving.runtime_check_row: unknown field (did you mean 'runtime_check_rows'?)",
+                 "preference.bta: unknown field (did you mean 'beta'?)", "preference.task_config: required field"):
+        assert line in message
+
+
+def test_a_new_family_s_fields_join_the_sections_it_names():
+    """What tuneops.config does with each family folder's FamilyConfig when it is imported."""
+    from pydantic import Field
+
+    from tuneops import config
+    from tuneops.families.schema import FamilyConfig, Section
+    from tuneops.sections import SharedData
+
+    class Speakers(Section):
+        speaker_column: str | None = Field(None, description="The column naming who speaks.")
+
+    schema.FAMILIES["toy_speakers"] = FamilyConfig(name="toy_speakers", summary="a test's",
+                                                   fields={"data": (Speakers,)})
+    try:
+        data = config._section("DataConfig", SharedData, "data")
+        assert "speaker_column" in data.model_fields and "prompt_column" in data.model_fields
+        assert data(path="x", speaker_column="who").speaker_column == "who"
+        assert schema.owners("data.speaker_column") == ["toy_speakers"]
+
+        class Clash(Section):
+            prompt_column: str | None = None
+
+        schema.FAMILIES["toy_speakers"] = FamilyConfig(name="toy_speakers", summary="a test's",
+                                                       fields={"data": (Clash,)})
+        with pytest.raises(TypeError, match="data.prompt_column is declared by both PromptColumn and Clash"):
+            config._section("DataConfig", SharedData, "data")
+    finally:
+        schema.FAMILIES.pop("toy_speakers")
