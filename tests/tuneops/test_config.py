@@ -154,3 +154,65 @@ def test_a_minimal_classifier_config_gets_the_family_training_defaults_and_a_set
                                        "response_column": "intents"}, "model": {"task": "causal_lm", "base": "x"},
                               "registry": {"model_name": "x"}}).training
     assert (causal.method, causal.epochs, causal.label_smoothing) == ("lora", 3, 0.0)
+
+
+def _key(raw):
+    from tuneops.data.splits import SplitResult
+    from tuneops.training.trainer import checkpoint_key
+
+    splits = SplitResult(paths={}, sizes={}, fingerprints={"train": "a1", "validation": "b2", "test": "c3"},
+                         class_counts={})
+    return checkpoint_key(validate_config(raw), splits)
+
+
+def _with(raw, dotted, value):
+    import copy
+
+    raw = copy.deepcopy(raw)
+    *parents, name = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[name] = value
+    return raw
+
+
+BASE = {"data": {"path": "data/banking77/train.csv", "label_column": "category"}}
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("serving.port", 9090), ("serving.runtime", "int8"), ("serving.runtime_min_label_agreement", 0.9),
+    ("monitoring.window_hours", 6), ("monitoring.thresholds.text", 0.7), ("gate.max_regression", 0.05),
+    ("gate.floors", {"accuracy": 0.5}), ("gate.auto_promote", False), ("registry.model_name", "other"),
+    ("training.checkpoint_uri", "s3://bucket/checkpoints"), ("training.distributed.timeout_minutes", 600),
+    ("training.export_tolerance", 0.01), ("validation.duplicates", "fail"),
+])
+def test_the_resume_key_ignores_what_does_not_shape_training(setting, value):
+    assert _key(_with(BASE, setting, value)) == _key(BASE)
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("training.learning_rate", 0.003), ("training.epochs", 4), ("training.seed", 1), ("model.max_length", 32),
+    ("model.pooling", "mean"), ("data.text_column", "query"), ("split.salt", "other"),
+    ("gate.primary_metric", "macro_f1"),  # it selects the best epoch
+])
+def test_the_resume_key_follows_what_shapes_training(setting, value):
+    assert _key(_with(BASE, setting, value)) != _key(BASE)
+
+
+def test_the_resume_key_follows_the_family_sections_and_the_split_files():
+    from tuneops.data.splits import SplitResult
+    from tuneops.training.trainer import checkpoint_key
+
+    dpo = {"data": {"path": "x.jsonl", "prompt_column": "p", "chosen_column": "c", "rejected_column": "r"},
+           "model": {"task": "preference"}, "preference": {"task_config": "configs/nlupp_intents_llm.yaml"}}
+    assert _key(_with(dpo, "preference.beta", 0.5)) != _key(dpo)
+    assert _key(_with(dpo, "model.system_prompt", "Answer.")) != _key(dpo)  # how prompts are shown in training
+    assert _key(_with(dpo, "model.max_new_tokens", 64)) == _key(dpo)  # how evaluation generates
+    assert _key(_with(dpo, "preference.task_config", "configs/banking77_instruct.yaml")) == _key(dpo)
+    lm = {"data": {"path": "x.csv"}, "model": {"task": "language_modeling"}}
+    assert _key(_with(lm, "language_modeling", {"mlm_probability": 0.3})) != _key(lm)
+    cfg = validate_config(BASE)
+    other = SplitResult(paths={}, sizes={}, fingerprints={"train": "a1", "validation": "b2", "test": "zz"},
+                        class_counts={})
+    assert checkpoint_key(cfg, other) != _key(BASE)

@@ -1,13 +1,16 @@
-"""The shape every data contract reports in, and the Great Expectations runner both families share.
+"""The shape every data contract reports in, and the parts of a contract every task family shares.
 
-A family's contract (``tuneops/families/<name>.py``) names its checks; this module runs the Great
-Expectations part as one checkpoint, renders Data Docs, and gathers every check (GX or pandas) into
-one :class:`ValidationReport`. Every example that reaches a report or a log is PII-masked.
+A family's contract (``tuneops/families/<name>/``) names its checks; this module holds what they have in
+common: the Great Expectations suite of text columns (:func:`text_suite`: nulls, blanks, lengths, control
+characters, duplicates, row count), the personal-data check and redaction over any text columns, and the
+runner that executes a suite as one GX checkpoint, renders Data Docs and gathers every check (GX or
+pandas) into one :class:`ValidationReport`. Every example that reaches a report or a log is PII-masked.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +96,103 @@ class ValidationReport:
         return json.dumps({"rows": self.rows, "kept_rows": self.rows if self.kept_rows is None else self.kept_rows,
                            "policies": self.policies, "passed": self.passed,
                            "checks": [asdict(c) for c in self.checks]}, indent=2)
+
+
+@dataclass(frozen=True)
+class TextColumn:
+    """A text column of the frame a contract checks, and how its checks are named and worded."""
+
+    column: str
+    """The column of the frame."""
+    name: str
+    """What the checks' names call it: 'prompt' gives 'prompt not null', 'prompt length', ..."""
+    subject: str
+    """How the checks' details speak of one value: "'text'", 'every prompt'."""
+    missing: str = ""
+    """The detail of the not-null check; default "<subject> must be present"."""
+    blank_note: str = ""
+    """Appended to the detail of the not-blank check."""
+
+
+def text_suite(v: Any, columns: Sequence[TextColumn], unique: tuple[str, str, str], table: str = "the dataset",
+               unit: str = "rows") -> list[Expectation]:
+    """The Great Expectations suite every contract runs on its text columns, under the config's validation
+    section ``v``: the row count (validation.min_rows..max_rows, '<table> must have 20..100 <unit>'), then per
+    column not null, not blank, its length (validation.min_text_chars..max_text_chars) and no control
+    characters or U+FFFD; last ``unique`` = (check name, column, detail with '{policy}') unique, an error
+    under validation.duplicates: fail and a warning under warn."""
+    import great_expectations.expectations as gxe
+
+    suite: list[Expectation] = [
+        ("row count", f"{table} must have {v.min_rows}..{v.max_rows} {unit}", "error",
+         gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows))]
+    for c in columns:
+        suite += [
+            (f"{c.name} not null", c.missing or f"{c.subject} must be present", "error",
+             gxe.ExpectColumnValuesToNotBeNull(column=c.column)),
+            (f"{c.name} not blank", f"{c.subject} must contain more than whitespace{c.blank_note}", "error",
+             gxe.ExpectColumnValuesToNotMatchRegex(column=c.column, regex=r"^\s*$")),
+            (f"{c.name} length", f"{c.subject} must be {v.min_text_chars}..{v.max_text_chars} characters", "error",
+             gxe.ExpectColumnValueLengthsToBeBetween(column=c.column, min_value=v.min_text_chars,
+                                                     max_value=v.max_text_chars)),
+            (f"{c.name} control characters", f"{c.subject} must not hold control characters or U+FFFD (broken "
+             "encoding)", "error", gxe.ExpectColumnValuesToNotMatchRegex(column=c.column, regex=CONTROL_CHARS)),
+        ]
+    name, column, detail = unique
+    suite.append((name, detail.replace("{policy}", v.duplicates), "error" if v.duplicates == "fail" else "warning",
+                  gxe.ExpectColumnValuesToBeUnique(column=column)))
+    return suite
+
+
+PII_ACTIONS = {"fail": "remove it from the data or set validation.pii_policy: redact",
+               "redact": "it is masked before training", "warn": "it is kept in the training data"}
+
+
+def pii_check(frame: pd.DataFrame, columns: Sequence[str], policy: str, what: str) -> Check:
+    """Rows holding e-mail addresses, phone numbers, IBANs or card numbers in any of the text ``columns``
+    (``what`` names them in the detail: 'prompts and answers'); an error under validation.pii_policy: fail, a
+    warning otherwise. Examples are the first column's values, masked."""
+    kinds = pii.scan(frame[columns[0]])
+    for column in columns[1:]:
+        kinds = kinds + "," + pii.scan(frame[column])
+    kinds = kinds.str.strip(",")
+    flagged = kinds[kinds != ""]
+    counts = flagged.str.split(",").explode()
+    found = ", ".join(f"{k}: {n}" for k, n in counts[counts != ""].value_counts().items())
+    return Check("personal data", flagged.empty, len(flagged), masked_examples(frame.loc[flagged.index, columns[0]]),
+                 f"{what} must not hold e-mail addresses, phone numbers, IBANs or card numbers (policy: {policy}; "
+                 f"{PII_ACTIONS[policy]})" + (f"; found {found}" if found else ""),
+                 "error" if policy == "fail" else "warning")
+
+
+def redact(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Personal data masked in the text ``columns`` (validation.pii_policy: redact); ``df`` itself when it holds
+    none, else a copy."""
+    out = df
+    for column in columns:
+        flagged = pii.scan(out[column]) != ""
+        if flagged.any():
+            out = out.copy() if out is df else out
+            out.loc[flagged, column] = out.loc[flagged, column].map(pii.mask)
+    return out
+
+
+def as_text(value: Any) -> Any:
+    """A cell of an answer column as text: a list (e.g. the intents of a JSONL row) becomes its JSON text, as it
+    is trained and generated; anything else is left as it is."""
+    import numpy as np
+
+    if isinstance(value, list | tuple | np.ndarray):
+        return json.dumps([v.item() if hasattr(v, "item") else v for v in value])
+    return value
+
+
+def text_frame(columns: dict[str, pd.Series], convert: Callable[[Any], Any] = lambda value: value) -> pd.DataFrame:
+    """The frame a contract's suite checks: each named column's cells as text (``convert`` first), nulls kept."""
+    frame = pd.DataFrame({name: values.map(convert) for name, values in columns.items()})
+    for name in frame.columns:
+        frame[name] = frame[name].where(frame[name].isna(), frame[name].astype(str))
+    return frame
 
 
 def show(value: Any) -> str:

@@ -1,16 +1,18 @@
-"""Task families, one module each, found by ``model.task``.
+"""Task families, one folder each, found by ``model.task``.
 
 A family is everything that differs between, say, a text classifier and an instruction-tuned causal
-LM: the config rules and defaults it adds, its data contract (validation checks and the preparation
-of validated rows), what keys the split, how examples are tokenised and collated and which model and
-trainer class train them, its metrics and evaluation report, how the champion is re-scored, its
-baseline, its model card and MLflow pyfunc, what the prediction log holds and which drift signals
-apply. Every module in this package that calls :func:`register` is a family: adding one means adding
-a file; the config accepts its name, and the flows, tasks and the trainer reach it through :func:`of`.
+LM: the config fields, rules and defaults it adds (its ``config.py``: :class:`tuneops.families.schema.
+FamilyConfig`), its data contract (validation checks and the preparation of validated rows), what keys
+the split, how examples are tokenised and collated and which model and trainer class train them, its
+metrics and evaluation report, how the champion is re-scored, its baseline, its model card and MLflow
+pyfunc, what the prediction log holds and which drift signals apply. Every folder of this package whose
+``__init__.py`` calls :func:`register` is a family: adding one means adding a folder; the config
+accepts its name and its settings, and the flows, tasks and the trainer reach it through :func:`of`.
 
 Nothing outside this package and the config schema branches on ``model.task`` or a family's name.
 Family modules import torch, transformers, Great Expectations and MLflow inside functions (pandas at module
-level), so that the config, which imports this package to know the families, stays cheap to import.
+level), and tuneops.config only inside functions too: the config, which imports this package to know the
+families (through tuneops.families.schema), stays cheap to import, and is built after every family registered.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+from tuneops.families import schema
+from tuneops.families.schema import FamilyConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tuneops.config import DataConfig, TuneopsConfig
+    from tuneops.config import TuneopsConfig
     from tuneops.data.splits import SplitResult
     from tuneops.data.validation import ValidationReport
     from tuneops.evaluation.results import Evaluation
     from tuneops.training.plan import TrainingPlan
-    from tuneops.training.trainer import TrainResult
+
+TrainResult = Any
+"""tuneops.training.trainer.TrainResult (the trainer imports this module, so its type is not imported here)."""
 
 
 INPUT_SIGNALS = ("text", "length", "word_count", "non_letter_share", "unknown_token_share", "embedding")
@@ -51,25 +58,18 @@ class Comparison:
     current: pd.DataFrame
 
 
-@dataclass(frozen=True)
-class TaskFamily:
-    """One task family: what each lifecycle stage does differently for it.
+@dataclass(frozen=True, kw_only=True)
+class TaskFamily(FamilyConfig):
+    """One task family: what it adds to the config (:class:`FamilyConfig`: name, fields, defaults, rules) and what
+    each lifecycle stage does differently for it.
 
     Callables take the validated config; none of them touches Prefect (tasks and flows wrap them).
     """
 
-    name: str
-    summary: str
     noun: str
     """What a model of this family is called in messages ("classifier", "causal LM")."""
     peft_task_type: str
     """PEFT's task type (``SEQ_CLS``, ``CAUSAL_LM``): what the methods in tuneops/methods/ wrap."""
-    gate_defaults: dict[str, Any]
-    """Gate settings this family uses unless the config sets them (e.g. the primary metric)."""
-    config_problems: Callable[[TuneopsConfig], list[str]]
-    """Cross-field rules of the whole config for this family; every problem is returned (all at once)."""
-    split_data: Callable[[TuneopsConfig], DataConfig]
-    """The data section as the split sees it: ``text_column`` keys a row, ``label_column`` is its target."""
     input_column: Callable[[TuneopsConfig], str]
     """The column a registered model reads when it scores a file."""
     validate: Callable[[pd.DataFrame, TuneopsConfig, Path | None], ValidationReport]
@@ -94,8 +94,6 @@ class TaskFamily:
     """The registered version's markdown model card."""
     pyfunc: Callable[[], tuple[Any, pd.DataFrame, pd.DataFrame]]
     """The MLflow PythonModel, an input example and an output example (the signature)."""
-    accepts: Callable[[dict[str, Any]], str | None] = lambda config: None
-    """Given a base model's config.json, why this family cannot train it (None: it can)."""
     baseline: Callable[[pd.DataFrame, SplitResult, TuneopsConfig, Path], Evaluation] | None = None
     """A reference model scored on the test frame (causal_lm: the zero-shot base); the gate's lift check compares
     the challenger with it (gate.min_lift_over_baseline). None: the family has none yet."""
@@ -112,10 +110,11 @@ class TaskFamily:
     (e.g. predicted labels and confidences; response lengths, cut-off answers, JSON validity)."""
     unsupported: str = ""
     """Why a stage the family does not offer yet (empty log/drift/search) refuses it, and what to do instead."""
-    training_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Training settings this family uses unless the config sets them: ``"*"`` for every method (its ``method``
-    key is the family's default method), a method's own entry (its learning rate, ...) over it. Chosen from
-    measurements (the README's defaults study)."""
+
+    @classmethod
+    def extend(cls, config: FamilyConfig, **stages: Any) -> TaskFamily:
+        """The family of ``config`` (its folder's config.py) with its lifecycle stages."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(FamilyConfig)}, **stages)
 
 
 def require_log_columns(frame: pd.DataFrame, source: str, columns: tuple[str, ...]) -> None:
@@ -128,7 +127,8 @@ def require_log_columns(frame: pd.DataFrame, source: str, columns: tuple[str, ..
                         "reads the prediction log that score_batch writes for this model's task family")
 
 
-FAMILIES: dict[str, TaskFamily] = {}
+FAMILIES = cast("dict[str, TaskFamily]", schema.FAMILIES)
+"""Every registered family by name: the registry the config reads too (tuneops.families.schema)."""
 
 
 def register(family: TaskFamily) -> TaskFamily:
@@ -156,4 +156,5 @@ def require(cfg: TuneopsConfig, stage: str, offered: bool) -> None:
 
 
 for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+    if _module.ispkg:  # a family is a folder; schema.py is what the families and the config share
+        importlib.import_module(f"{__name__}.{_module.name}")

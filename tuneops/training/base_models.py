@@ -211,7 +211,7 @@ def preflight(base: str, task: str, pooling: str = "cls") -> str:
     Also refuses a model whose architecture the task family cannot train (``TaskFamily.accepts``), or cannot
     pool as ``model.pooling`` asks. Returns the resolved folder.
     """
-    from tuneops import families
+    from tuneops.families.schema import FAMILIES
 
     if base.startswith("package:"):
         packaged = PACKAGED.get(base)
@@ -236,7 +236,7 @@ def preflight(base: str, task: str, pooling: str = "cls") -> str:
         raise ConfigError(f"model.base '{base}' is neither a packaged model, nor a local folder, nor a hub id in the "
                           f"Hugging Face cache (nothing is downloaded at run time); model.base accepts {ACCEPTED}")
     config = _model_config(resolved)
-    problem = families.get(task).accepts(config or {})
+    problem = FAMILIES[task].accepts(config or {})
     if problem:
         raise ConfigError(f"model.base '{base}' cannot be trained as model.task '{task}': {problem}")
     model_type = (config or {}).get("model_type")

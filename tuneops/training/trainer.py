@@ -41,8 +41,11 @@ class TrainResult:
 
 
 def checkpoint_key(cfg: TuneopsConfig, splits: SplitResult) -> str:
-    """Same config and same split files -> same key: a re-run resumes the interrupted one's checkpoints."""
-    parts = [cfg.fingerprint(), *sorted(splits.fingerprints.values())]
+    """Same training settings and same split files -> same key: a re-run resumes the interrupted one's checkpoints.
+
+    Only what shapes training counts (``TuneopsConfig.training_fingerprint``): a change to the gate's rules, the
+    registry, monitoring or serving keeps the checkpoints."""
+    parts = [cfg.training_fingerprint(), *sorted(splits.fingerprints.values())]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

