@@ -131,8 +131,20 @@ FAMILIES = cast("dict[str, TaskFamily]", schema.FAMILIES)
 """Every registered family by name: the registry the config reads too (tuneops.families.schema)."""
 
 
+_REGISTERED_BY: dict[str, str] = {}
+
+
 def register(family: TaskFamily) -> TaskFamily:
+    """Add a family under its name; a name another module registered is refused (tuneops.plugins), naming both."""
+    from tuneops.plugins import NameTaken, caller_module
+
+    by = caller_module()
+    first = _REGISTERED_BY.get(family.name, by) if family.name in FAMILIES else by
+    if first != by:
+        raise NameTaken(f"task family '{family.name}' is registered twice: by {first} and by {by}; give one of them "
+                        "another name (each task family needs a name of its own)")
     FAMILIES[family.name] = family
+    _REGISTERED_BY[family.name] = by
     return family
 
 

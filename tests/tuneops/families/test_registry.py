@@ -92,3 +92,14 @@ def test_a_registered_third_family_trains_and_registers_through_the_flow(toy_fam
     version = MlflowClient().get_model_version("toy-family", outcome.registration.version)
     assert version.tags["tuneops.task"] == "toy_intents"
     assert "vs champion" not in outcome.decision.reason and outcome.registration.promoted
+
+
+def test_a_family_name_registered_by_another_module_is_refused_naming_both():
+    from tuneops.plugins import NameTaken
+
+    classification = families.get("classification")
+    impostor = dataclasses.replace(classification, summary="another classifier")
+    with pytest.raises(NameTaken, match=r"task family 'classification' is registered twice: by "
+                       r"tuneops\.families\.classification\S* and by tests\.tuneops\.families\.test_registry"):
+        families.register(impostor)
+    assert families.get("classification") is classification
