@@ -162,16 +162,12 @@ class _Examples:
 def verify_export(model_dir: Path, validation: pd.DataFrame, cfg: TuneopsConfig, expected_loss: float) -> None:
     """Reload the exported folder as serving will; its validation loss must match the trained model's."""
     from tuneops.families.causal_lm import generation
-    from tuneops.training.engine import TrainingError
+    from tuneops.training.export_check import require_same_loss
 
     sums, counts = generation.Generator(model_dir, cfg.training.eval_batch_size).response_nll(
         *generation.examples(validation, cfg))
     got = sum(sums) / max(sum(counts), 1)
-    if abs(got - expected_loss) > cfg.training.export_tolerance:
-        raise TrainingError(
-            f"the exported model does not reproduce the trained one: validation loss {got:.4f} after reloading vs "
-            f"{expected_loss:.4f} in training (tolerance {cfg.training.export_tolerance}); the export of method "
-            f"'{cfg.training.method}' is broken, nothing was registered")
+    require_same_loss(got, expected_loss, cfg)
 
 
 def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str) -> TrainingPlan:

@@ -220,15 +220,11 @@ def base_objective(base: str) -> str:
 def verify_export(model_dir: Path, validation: pd.DataFrame, cfg: TuneopsConfig, expected_loss: float) -> None:
     """Reload the exported folder as serving will; its validation loss must match the trained model's."""
     from tuneops.families.language_modeling import language_model as lm
-    from tuneops.training.engine import TrainingError
+    from tuneops.training.export_check import require_same_loss
 
     got = lm.loss_of(*lm.LanguageModelScorer(model_dir, cfg.training.eval_batch_size).score(
         validation[cfg.data.text_column].astype(str).tolist()))
-    if abs(got - expected_loss) > cfg.training.export_tolerance:
-        raise TrainingError(
-            f"the exported model does not reproduce the trained one: validation loss {got:.4f} after reloading vs "
-            f"{expected_loss:.4f} in training (tolerance {cfg.training.export_tolerance}); the export of method "
-            f"'{cfg.training.method}' is broken, nothing was registered")
+    require_same_loss(got, expected_loss, cfg)
 
 
 def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str) -> TrainingPlan:
