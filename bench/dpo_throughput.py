@@ -54,7 +54,7 @@ def _measure(mode: str, steps: int, batch: int) -> dict[str, Any]:
 
     from tuneops import families
     from tuneops.config import load_config, validate_config
-    from tuneops.training import engine
+    from tuneops.training import engine, export
     from tuneops.training.base_models import resolve
 
     transformers.logging.set_verbosity_error()
@@ -72,7 +72,7 @@ def _measure(mode: str, steps: int, batch: int) -> dict[str, Any]:
     frames = {"train": pairs, "validation": pairs.head(batch)}
     plan = family.plan_training(cfg, frames, resolve(cfg.model.base))
     transformers.set_seed(0)
-    model = engine.prepare_model(plan.load_base, cfg, family.peft_task_type).model
+    model = export.prepare_model(plan.load_base, cfg, family.peft_task_type).model
     stamps: list[float] = []
 
     class Clock(TrainerCallback):

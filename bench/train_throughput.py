@@ -136,7 +136,7 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
 
-    from tuneops.training import engine
+    from tuneops.training import engine, precision
 
     llm = "smollm2" in mode
     if llm:
@@ -149,7 +149,7 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
     if not llm:
         collator = DataCollatorWithPadding(tokenizer, padding="max_length" if naive else True, max_length=MAX_LENGTH)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.endswith("bf16") and not
-                              torch.cuda.is_available() and engine.cpu_supports_bf16())
+                              torch.cuda.is_available() and precision.cpu_supports_bf16())
     total_steps = warmup + steps
     tokens = {"real": 0, "processed": 0}
     times: list[float] = []
@@ -270,7 +270,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from tuneops.training.engine import cpu_supports_bf16
+    from tuneops.training.precision import cpu_supports_bf16
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, bf16 instructions: "
           f"{cpu_supports_bf16()}; MiniLM batch {BATCH}, max_length {MAX_LENGTH}, {args.steps} timed steps after "

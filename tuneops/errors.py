@@ -23,3 +23,7 @@ class DataError(TuneopsError):
 
 class RegistryError(TuneopsError):
     """The model registry does not hold what was asked for, or cannot be reached."""
+
+
+class TrainingError(TuneopsError):
+    """Training cannot start or its result cannot be trusted (memory, empty adapter, export mismatch)."""

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import LABELS, MINILM, tiny_config
-from tuneops.training.engine import TrainingError
+from tuneops.errors import TrainingError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 BASE = MINILM

@@ -10,8 +10,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import LABELS, MINILM, ROOT, causal_config, tiny_config
+from tuneops.errors import TrainingError
 from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
-from tuneops.training.engine import TrainingError
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

@@ -80,7 +80,7 @@ def test_checkpoint_mirroring_rides_out_an_endpoint_outage(s3, tmp_path):
     from types import SimpleNamespace
 
     from tuneops.data import storage
-    from tuneops.training.engine import checkpoint_mirror
+    from tuneops.training.checkpoints import checkpoint_mirror
 
     make_bucket("mirror")
     out = tmp_path / "checkpoints"

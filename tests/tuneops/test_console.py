@@ -76,7 +76,7 @@ def test_train_and_predict_print_only_tuneops_and_prefect_lines(tiny_model, comp
     trained = tuneops("train", str(config))
     assert_quiet(trained)
     assert "Flow run '" in trained and "Finished in state Completed()" in trained  # Prefect's run and task lines
-    steps = [line for line in trained.splitlines() if "tuneops.training.engine - step " in line]
+    steps = [line for line in trained.splitlines() if "tuneops.training - step " in line]
     estimate = re.compile(r"; [\d,.]+ samples/s, ((about|under) .+ left|done in .+)$")
     assert steps and all(estimate.search(s) for s in steps), steps
     assert "aliases      challenger -> v1, champion -> v1" in trained

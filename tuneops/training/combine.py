@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuneops.training.engine import TrainingError
+from tuneops.errors import TrainingError
 from tuneops.training.trainer import TrainResult
 
 if TYPE_CHECKING:

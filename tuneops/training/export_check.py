@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 def require_same_loss(got: float, expected_loss: float, cfg: TuneopsConfig) -> None:
     """A TrainingError unless the reloaded export's validation loss is the trained model's, within
     ``training.export_tolerance`` (nothing is registered then)."""
-    from tuneops.training.engine import TrainingError
+    from tuneops.errors import TrainingError
 
     if abs(got - expected_loss) > cfg.training.export_tolerance:
         raise TrainingError(

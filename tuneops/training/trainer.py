@@ -63,8 +63,10 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
     from transformers import Trainer
 
     from tuneops import families, settings
-    from tuneops.training import engine
+    from tuneops.training import engine, export, optim
+    from tuneops.training import logger as training_logger
     from tuneops.training.base_models import resolve as resolve_base
+    from tuneops.training.checkpoints import checkpoint_mirror, fetch_remote_checkpoint, last_complete_checkpoint
 
     transformers.logging.set_verbosity_error()
     family = families.of(cfg)
@@ -72,7 +74,7 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
     plan = family.plan_training(cfg, frames, resolve_base(cfg.model.base))
     transformers.set_seed(cfg.training.seed)
     task_type = plan.peft_task_type or family.peft_task_type
-    prepared = engine.prepare_model(plan.load_base, cfg, task_type)
+    prepared = export.prepare_model(plan.load_base, cfg, task_type)
     model, trainable, total, initial = prepared.model, prepared.trainable, prepared.total, prepared.initial
 
     key = checkpoint_key(cfg, splits)
@@ -86,28 +88,28 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
         data_collator=plan.collator,
         processing_class=plan.tokenizer,
         compute_metrics=plan.compute_metrics,
-        callbacks=engine.callbacks(cfg, run_id) + ([engine.checkpoint_mirror(mirror)] if mirror else []),
-        optimizers=(engine.optimizer(model, cfg), None),
+        callbacks=engine.callbacks(cfg, run_id) + ([checkpoint_mirror(mirror)] if mirror else []),
+        optimizers=(optim.optimizer(model, cfg), None),
     ))
-    resume = engine.last_complete_checkpoint(checkpoints)
+    resume = last_complete_checkpoint(checkpoints)
     if resume is None and mirror and trainer.args.world_size == 1:  # distributed: the launcher fetched it
-        resume = engine.fetch_remote_checkpoint(mirror, checkpoints)
+        resume = fetch_remote_checkpoint(mirror, checkpoints)
     if resume:
-        engine.logger().info("resuming from %s", resume)
+        training_logger().info("resuming from %s", resume)
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     evaluated = engine.best_evaluation(trainer) if plan.final_evaluation else {}
-    trained = engine.trained_model(trainer, lambda: engine.build_model(plan.load_base, cfg, task_type))
+    trained = export.trained_model(trainer, lambda: export.build_model(plan.load_base, cfg, task_type))
     if trained is None:
         return None  # a distributed worker other than rank 0: rank 0 exports and verifies
     best = plan.best_validation(trained, evaluated)
     eval_seconds = time.perf_counter() - start
 
     model_dir = out_dir / "model"
-    with engine.plain_loading():
-        adapter_report = engine.export_model(trained, initial, cfg, model_dir, plan.load_base, plan.tokenizer)
+    with export.plain_loading():
+        adapter_report = export.export_model(trained, initial, cfg, model_dir, plan.load_base, plan.tokenizer)
         plan.save_extra(model_dir)
         plan.verify_export(model_dir, best)
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -134,16 +136,18 @@ def launch_distributed(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, r
     import sys
     from collections import deque
 
+    from tuneops.errors import TrainingError
     from tuneops.ports import free_port
-    from tuneops.training import engine
+    from tuneops.training import checkpoints
+    from tuneops.training import logger as training_logger
 
     dist = cfg.training.distributed
     if cfg.training.checkpoint_uri:  # workers share this node's disk: fetch a mirrored checkpoint once, here
         from tuneops import settings
 
         key = checkpoint_key(cfg, splits)
-        if engine.last_complete_checkpoint(settings.checkpoints_dir() / key) is None:
-            engine.fetch_remote_checkpoint(f"{cfg.training.checkpoint_uri.rstrip('/')}/{key}",
+        if checkpoints.last_complete_checkpoint(settings.checkpoints_dir() / key) is None:
+            checkpoints.fetch_remote_checkpoint(f"{cfg.training.checkpoint_uri.rstrip('/')}/{key}",
                                            settings.checkpoints_dir() / key)
     job_dir = out_dir / "launch"
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +162,7 @@ def launch_distributed(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, r
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads)),
            # ZeRO-3 calls torch's deprecated collective names on every step: one warning per call otherwise
            "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore::FutureWarning")}
-    log = engine.logger()
+    log = training_logger()
     log.info("launching %d %s workers: %s", dist.processes, dist.launcher, " ".join(command[2:]))
     tail: deque[str] = deque(maxlen=40)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -178,7 +182,7 @@ def launch_distributed(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, r
         lines = "\n".join(tail)
         reason = (f"ran past training.distributed.timeout_minutes ({dist.timeout_minutes})"
                   if time.monotonic() > deadline else f"exited with code {code}")
-        raise engine.TrainingError(f"the {dist.launcher} launch of {dist.processes} workers {reason}; last lines "
+        raise TrainingError(f"the {dist.launcher} launch of {dist.processes} workers {reason}; last lines "
                                    f"of its log:\n{lines}\nFix the cause above, or set training.distributed."
                                    "launcher: none to train in one process")
     return TrainResult(**json.loads(result_file.read_text()))

@@ -6,7 +6,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import tiny_config
-from tuneops.training.engine import TrainingError
+from tuneops.errors import TrainingError
+from tuneops.training import optim, precision
 
 
 def test_preflight_refuses_a_run_that_cannot_fit_with_the_numbers(prefect_server, tiny_model, company_csv):
@@ -25,21 +26,21 @@ def test_untrained_adapter_is_caught_before_registration(tiny_model, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification
 
-    from tuneops.training import engine
+    from tuneops.training import export
 
     model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3),
                            LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query", "value"]))
-    before = engine.trainable_snapshot(model)
+    before = export.trainable_snapshot(model)
     assert before and all("lora_" in n for n in before)
     model.save_pretrained(tmp_path / "adapter")
     with pytest.raises(TrainingError, match="did not change during training"):
-        engine.check_adapter(model, before, tmp_path / "adapter", "lora")
+        export.check_adapter(model, before, tmp_path / "adapter", "lora")
 
     # one adapter tensor moved: accepted, and the report counts it
     name = next(n for n in before if "lora_B" in n)
     dict(model.named_parameters())[name].data.add_(0.01)
     model.save_pretrained(tmp_path / "adapter")
-    report = engine.check_adapter(model, before, tmp_path / "adapter", "lora")
+    report = export.check_adapter(model, before, tmp_path / "adapter", "lora")
     assert report["adapter_tensors_trained"] == 1 and report["adapter_params"] > 0
 
 
@@ -71,24 +72,24 @@ def test_bf16_trains_on_a_cpu_with_bf16_instructions_and_falls_back_to_fp32_else
     from tuneops.training.trainer import train
 
     cfg = causal_config(instruction_csv, tiny_causal_lm, "bf16", training={"epochs": 1, "precision": "bf16"})
-    has_bf16 = engine.cpu_supports_bf16()
+    has_bf16 = precision.cpu_supports_bf16()
     if not torch.cuda.is_available():
-        monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
-        with caplog.at_level("WARNING", logger="tuneops.training.engine"):
-            assert engine.mixed_precision(cfg) == (False, False)
+        monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+        with caplog.at_level("WARNING", logger="tuneops.training"):
+            assert precision.mixed_precision(cfg) == (False, False)
         assert "has no bf16 instructions, so it trains in fp32" in caplog.text
         # instructions, but bf16 matmuls slower than fp32 (AVX512-BF16 without AMX): fp32, and the ratio is said
-        monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
-        monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 0.54)
+        monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+        monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 0.54)
         caplog.clear()
-        with caplog.at_level("WARNING", logger="tuneops.training.engine"):
-            assert engine.mixed_precision(cfg) == (False, False)
+        with caplog.at_level("WARNING", logger="tuneops.training"):
+            assert precision.mixed_precision(cfg) == (False, False)
         assert "bf16 matmuls run at 0.54x the speed of fp32" in caplog.text and "trains in fp32" in caplog.text
         monkeypatch.setenv("TUNEOPS_CPU_BF16", "on")  # the operator's override: bf16 anyway
-        assert engine.mixed_precision(cfg) == (True, False)
+        assert precision.mixed_precision(cfg) == (True, False)
         monkeypatch.delenv("TUNEOPS_CPU_BF16")
-        monkeypatch.setattr(engine, "cpu_bf16_speedup", lambda: 1.5)
-    assert engine.mixed_precision(cfg) == (True, False)
+        monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: 1.5)
+    assert precision.mixed_precision(cfg) == (True, False)
     assert engine.training_arguments(cfg, tmp_path / "args", "loss").bf16
 
     splits = split_frame(pd.read_csv(instruction_csv), cfg.split_data(), cfg.split, tmp_path / "splits")
@@ -104,35 +105,34 @@ def test_fp16_on_a_cpu_is_refused_with_the_alternatives(tiny_causal_lm, instruct
     import torch
 
     from tests.conftest import causal_config
-    from tuneops.training import engine
 
     if torch.cuda.is_available():
         pytest.skip("fp16 is for GPUs; this machine has one")
     with pytest.raises(TrainingError, match="fp16 needs a GPU; on a CPU use bf16"):
-        engine.mixed_precision(causal_config(instruction_csv, tiny_causal_lm, "fp16", training={"precision": "fp16"}))
+        precision.mixed_precision(causal_config(instruction_csv, tiny_causal_lm, "fp16",
+                                                training={"precision": "fp16"}))
 
 
 def test_layer_decay_and_head_rate_give_each_layer_its_own_learning_rate(tiny_model, company_csv):
     from transformers import AutoModelForSequenceClassification
 
-    from tuneops.training import engine
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
     blocks = model.config.num_hidden_layers
     cfg = tiny_config(company_csv, tiny_model, "llrd", training={
         "learning_rate": 0.001, "head_learning_rate": 0.01, "layer_lr_decay": 0.5, "weight_decay": 0.1})
-    rates = engine.learning_rate_of([n for n, _ in model.named_parameters()], cfg)
+    rates = optim.learning_rate_of([n for n, _ in model.named_parameters()], cfg)
     top = f"bert.encoder.layer.{blocks - 1}.attention.self.query.weight"
     assert rates[top] == pytest.approx(0.001)
     assert rates["bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(0.001 * 0.5 ** (blocks - 1))
     assert rates["bert.embeddings.word_embeddings.weight"] == pytest.approx(0.001 * 0.5 ** blocks)
     assert rates["classifier.weight"] == rates["bert.pooler.dense.weight"] == pytest.approx(0.01)
 
-    optimizer = engine.optimizer(model, cfg)
+    optimizer = optim.optimizer(model, cfg)
     groups = {(g["lr"], g["weight_decay"]): len(g["params"]) for g in optimizer.param_groups}
     assert sum(groups.values()) == sum(1 for p in model.parameters() if p.requires_grad)
     assert (0.01, 0.0) in groups and (0.01, 0.1) in groups  # the head's biases are not decayed, its weights are
-    assert engine.optimizer(model, tiny_config(company_csv, tiny_model, "plain")) is None  # the Trainer's own
+    assert optim.optimizer(model, tiny_config(company_csv, tiny_model, "plain")) is None  # the Trainer's own
 
 
 def test_optimizer_groups_and_deepspeed_are_refused_together(tiny_model, company_csv):
@@ -149,12 +149,11 @@ def test_training_steps_the_per_layer_optimizer(tiny_model, company_csv, tmp_pat
     import pandas as pd
 
     from tuneops.data.splits import split_frame
-    from tuneops.training import engine
     from tuneops.training.trainer import train
 
     built = []
-    real = engine.optimizer
-    monkeypatch.setattr(engine, "optimizer", lambda model, cfg: built.append(real(model, cfg)) or built[-1])
+    real = optim.optimizer
+    monkeypatch.setattr(optim, "optimizer", lambda model, cfg: built.append(real(model, cfg)) or built[-1])
     cfg = tiny_config(company_csv, tiny_model, "llrd-train", training={
         "epochs": 1, "head_learning_rate": 0.01, "layer_lr_decay": 0.8, "label_smoothing": 0.1})
     splits = split_frame(pd.read_csv(company_csv), cfg.split_data(), cfg.split, tmp_path / "splits")

@@ -174,8 +174,8 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     """A causal LM with the loss on the response tokens; the best epoch has the lowest validation loss."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tuneops.errors import TrainingError
     from tuneops.families.causal_lm import generation
-    from tuneops.training.engine import TrainingError
     from tuneops.training.plan import TrainingPlan
 
     tokenizer = AutoTokenizer.from_pretrained(base)

@@ -268,7 +268,7 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 @functools.cache
 def _cpu_bf16() -> bool:
     """Whether bf16 autocast speeds this CPU up; said once per process when it does not."""
-    from tuneops.training.engine import cpu_bf16_pays
+    from tuneops.training.precision import cpu_bf16_pays
 
     pays, why = cpu_bf16_pays()
     if not pays:

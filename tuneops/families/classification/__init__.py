@@ -58,8 +58,8 @@ class _Encoded:
 
 def verify_export(model_dir: Path, validation: pd.DataFrame, cfg: TuneopsConfig, expected: dict[str, float]) -> None:
     """Reload the exported folder the way serving will and re-score validation: it must match training."""
+    from tuneops.errors import TrainingError
     from tuneops.families.classification.predictor import Classifier
-    from tuneops.training.engine import TrainingError
 
     out = Classifier(model_dir, max_length=cfg.model.max_length, batch_size=cfg.training.eval_batch_size)
     texts = validation[cfg.data.text_column].astype(str).tolist()

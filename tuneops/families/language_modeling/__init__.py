@@ -231,8 +231,8 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     """Blocks of model.max_length tokens; masked-LM for an encoder, causal-LM for a decoder; lowest loss wins."""
     from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
+    from tuneops.errors import TrainingError
     from tuneops.families.language_modeling import language_model as lm
-    from tuneops.training.engine import TrainingError
     from tuneops.training.plan import TrainingPlan
 
     objective = base_objective(base)

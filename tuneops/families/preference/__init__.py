@@ -172,9 +172,9 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     from datasets.table import InMemoryTable
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tuneops.errors import TrainingError
     from tuneops.families.causal_lm import generation
     from tuneops.families.preference import trainer as preference
-    from tuneops.training.engine import TrainingError
     from tuneops.training.plan import TrainingPlan
 
     assert cfg.preference is not None

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import causal_config
+from tuneops.errors import TrainingError
 from tuneops.families.causal_lm import verify_export
 from tuneops.families.causal_lm.generation import GenerationSettings, Generator
-from tuneops.training.engine import TrainingError
 
 
 def test_export_that_does_not_reproduce_validation_loss_fails(tiny_causal_lm, instruction_csv, tmp_path):
