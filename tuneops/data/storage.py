@@ -189,6 +189,66 @@ def read_bytes(source: Source) -> bytes:
     return Path(source.uri).read_bytes()
 
 
+S3_READ_BYTES = 8 << 20  # one ranged GET of a streamed S3 object: what a streaming reader holds at most
+
+
+class S3Reader(io.RawIOBase):
+    """An S3 object as a seekable binary file, read by ranged GETs of at most ``block`` bytes: pandas' chunked
+    readers and pyarrow's Parquet batches stream it, so memory stays bounded however large the object is.
+    ``largest_read`` and ``position`` are what a test checks."""
+
+    def __init__(self, uri: str, block: int):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self.uri, self.block, self.position, self.largest_read = uri, block, 0, 0
+        self.bucket, self.key = split_s3(uri)
+        self.client = s3_client()
+        try:
+            self.size = int(_retrying(lambda: self.client.head_object(Bucket=self.bucket, Key=self.key))
+                            ["ContentLength"])
+        except (BotoCoreError, ClientError) as exc:
+            raise _s3_error(exc, uri) from None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        self.position = max(base + offset, 0)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        want = min(len(buffer), self.block, self.size - self.position)
+        if want <= 0:
+            return 0
+        span = f"bytes={self.position}-{self.position + want - 1}"
+        try:
+            data = _retrying(lambda: self.client.get_object(Bucket=self.bucket, Key=self.key, Range=span)
+                             ["Body"].read())
+        except (BotoCoreError, ClientError) as exc:
+            raise _s3_error(exc, self.uri) from None
+        buffer[:len(data)] = data
+        self.position += len(data)
+        self.largest_read = max(self.largest_read, len(data))
+        return len(data)
+
+
+def open_binary(source: Source) -> io.BufferedReader:
+    """One file, local or on S3, as a buffered binary stream (an S3 object by ranged reads of ``S3_READ_BYTES``,
+    never fetched whole)."""
+    if is_s3(source.uri):
+        return io.BufferedReader(S3Reader(source.uri, S3_READ_BYTES), buffer_size=S3_READ_BYTES)
+    return Path(source.uri).open("rb")
+
+
 def parse(data: bytes, source: Source) -> pd.DataFrame:
     """Parse one file's bytes by extension, with errors that name the file and the fix."""
     name = source.uri

@@ -10,9 +10,9 @@ causal_lm) gives ``prompt, response, prompt_tokens, response_tokens, finish_reas
 model_version``: the registered model's input column, then every column its pyfunc answers with.
 
 Both stream: the input is read ``serving.scoring_chunk_rows`` rows at a time (CSV and JSON Lines in chunks,
-Parquet by record batches; an S3 object is fetched whole, then sliced), each chunk is scored and written before
-the next is read, so memory does not grow with the input (an S3 output is assembled in memory and put once).
-Both load the model through :func:`load_verified`: the configured runtime
+Parquet by record batches; an S3 object by ranged reads of at most 8 MB, never whole), each chunk is scored and
+written before the next is read, so memory does not grow with the input (an S3 output is assembled in memory and
+put once). Both load the model through :func:`load_verified`: the configured runtime
 (``serving.runtime``), checked against fp32 first when it is not fp32.
 """
 
@@ -28,13 +28,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, BinaryIO, Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from tuneops.config import TuneopsConfig
-from tuneops.data.storage import Source, count_rows, is_s3, list_sources, parse, read_bytes, read_dataset, write_bytes
+from tuneops.data.storage import Source, count_rows, is_s3, list_sources, open_binary, parse, read_dataset, write_bytes
 from tuneops.errors import DataError, RegistryError
 from tuneops.progress import Meter
 
@@ -256,17 +256,15 @@ def append_prediction_log(scored: pd.DataFrame, output: str, fmt: str = "jsonl",
 
 
 def _chunks_of(source: Source, rows: int) -> Iterator[pd.DataFrame]:
-    """One file's rows, ``rows`` at a time: local CSV/JSON Lines by pandas' chunked readers, local Parquet by record
-    batches, anything else (S3) parsed whole and sliced. Errors name the file, as
+    """One file's rows, ``rows`` at a time, local or on S3 (streamed by ranged reads, never fetched whole): CSV and
+    JSON Lines by pandas' chunked readers, Parquet by record batches. Errors name the file, as
     :func:`tuneops.data.storage.parse`'s."""
-    path = Path(source.uri)
-    if is_s3(source.uri) or not path.is_file():
-        frame = parse(read_bytes(source), source)
-        for start in range(0, len(frame), rows):
-            yield frame.iloc[start:start + rows].reset_index(drop=True)
-        return
-    with path.open("rb") as head:
-        first = head.read(3)
+    with open_binary(source) as stream:
+        yield from _chunks_of_stream(stream, source, rows)
+
+
+def _chunks_of_stream(stream: BinaryIO, source: Source, rows: int) -> Iterator[pd.DataFrame]:
+    first = stream.peek(3)[:3] if hasattr(stream, "peek") else b""
     if not first.strip():
         parse(b"", source)  # raises: the file is empty
     if first.startswith(b"\xef\xbb\xbf"):
@@ -276,14 +274,14 @@ def _chunks_of(source: Source, rows: int) -> Iterator[pd.DataFrame]:
         if source.suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+            for batch in pq.ParquetFile(stream).iter_batches(batch_size=rows):
                 yield batch.to_pandas()
             return
+        text = io.TextIOWrapper(stream, encoding="utf-8", newline="" if source.suffix == ".csv" else None)
         if source.suffix == ".csv":
-            reader = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], chunksize=rows,
-                                 encoding="utf-8")
+            reader = pd.read_csv(text, dtype=str, keep_default_na=False, na_values=[""], chunksize=rows)
         else:
-            reader = pd.read_json(path, lines=True, dtype=False, chunksize=rows, encoding="utf-8")
+            reader = pd.read_json(text, lines=True, dtype=False, chunksize=rows)
         with reader:
             yield from reader
     except UnicodeDecodeError:

@@ -67,3 +67,37 @@ def test_read_texts_refuses_a_missing_column_or_no_rows(tmp_path):
     (tmp_path / "header.csv").write_text("text\n")
     with pytest.raises(DataError, match="nothing to score"):
         read_texts(str(tmp_path / "header.csv"), "text")
+
+
+def test_s3_inputs_stream_in_ranged_reads_never_whole(tmp_path, s3_endpoint, monkeypatch):
+    """An S3 input is read as local files are, chunk by chunk: each GET asks for at most S3_READ_BYTES, and the
+    first chunk is scored before the object has been read to its end (memory bounded by the block, not the object)."""
+    from tests.conftest import ROOT, make_bucket
+    from tuneops.data import storage
+    from tuneops.serving.scoring import iter_texts
+
+    df = pd.read_csv(ROOT / "data/banking77/train.csv").head(12_000)  # about 1 MB as CSV: pandas reads 256 KB at a time
+    make_bucket("stream-in")
+    client = storage.s3_client()
+    for name, write in (("a.csv", lambda p: df.to_csv(p, index=False)),
+                        ("b.jsonl", lambda p: df.to_json(p, orient="records", lines=True)),
+                        ("c.parquet", lambda p: df.to_parquet(p, index=False))):
+        write(tmp_path / name)
+        client.upload_file(str(tmp_path / name), "stream-in", f"in/{name}")
+    readers: list[storage.S3Reader] = []
+
+    class Watched(storage.S3Reader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            readers.append(self)
+
+    monkeypatch.setattr(storage, "S3Reader", Watched)
+    monkeypatch.setattr(storage, "S3_READ_BYTES", 16 << 10)
+    chunks = iter_texts("s3://stream-in/in/", "text", rows=500)
+    first = next(chunks)
+    assert len(first) == 500 and first.text.tolist() == df.text.head(500).tolist()
+    assert readers[0].position < readers[0].size / 2, "the first chunk came after most of the object was fetched"
+    rest = pd.concat([first, *chunks], ignore_index=True)
+    assert len(rest) == 3 * len(df) and rest.text.tolist() == df.text.tolist() * 3
+    assert len(readers) == 3 and all(0 < r.largest_read <= 16 << 10 for r in readers)
+    assert all(r.size > 16 << 10 for r in readers)  # every object spans several reads
