@@ -27,3 +27,10 @@ class RegistryError(TuneopsError):
 
 class TrainingError(TuneopsError):
     """Training cannot start or its result cannot be trusted (memory, empty adapter, export mismatch)."""
+
+
+class BaseModelError(TuneopsError):
+    """The base model an adapter-only version was trained on is missing here, or is not the same (its hash
+    differs); the message names the base, the expected and the found hash, and how to get the right one."""
+
+    exit_code = 2

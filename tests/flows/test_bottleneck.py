@@ -1,6 +1,7 @@
 """Bottleneck adapters through the real flow, for both task families: a classifier that `tuneops predict` and
-`mlflow models serve` answer with, and a causal LM whose registered pyfunc generates; both exported as a frozen
-base plus an adapter in PEFT's file layout (the MiniLM run of tests/flows/test_methods.py judges quality)."""
+`mlflow models serve` answer with, and a causal LM whose registered pyfunc generates; both exported as an
+adapter-only version (the adapter in PEFT's file layout, pinned to its base; the MiniLM run of
+tests/flows/test_methods.py judges quality)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ def _exported(name: str, version: str) -> Path:
     return next(local.rglob("adapter_config.json")).parent.parent
 
 
-def _assert_base_plus_peft_layout_adapter(model_dir: Path, task_type: str) -> None:
+def _assert_adapter_only_layout(model_dir: Path, task_type: str) -> None:
     config = json.loads((model_dir / "adapter" / "adapter_config.json").read_text())
     assert config["peft_type"] == "BOTTLENECK" and config["task_type"] == task_type and config["target_modules"]
     assert (model_dir / "adapter" / "adapter_model.safetensors").stat().st_size > 0
-    assert (model_dir / "base" / "config.json").is_file()  # not merged: the frozen base beside the adapter
-    assert not (model_dir / "model.safetensors").exists()
+    # adapter-only: the adapter, the model's config and the pinned base, no copy of the base and no merged weights
+    assert (model_dir / "config.json").is_file() and (model_dir / "tuneops_base.json").is_file()
+    assert not (model_dir / "base").exists() and not (model_dir / "model.safetensors").exists()
 
 
 def test_bottleneck_classifier_predicts_through_the_cli_and_over_http(prefect_server, tiny_model, company_csv,
@@ -49,7 +51,7 @@ def test_bottleneck_classifier_predicts_through_the_cli_and_over_http(prefect_se
     mv = MlflowClient().get_model_version(name, outcome.registration.version)
     assert mv.tags["tuneops.method"] == "bottleneck"
     model_dir = _exported(name, mv.version)
-    _assert_base_plus_peft_layout_adapter(model_dir, "SEQ_CLS")
+    _assert_adapter_only_layout(model_dir, "SEQ_CLS")
 
     expected = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"text": TEXTS}))
     assert set(expected.label) <= set(LABELS)
@@ -91,7 +93,7 @@ def test_bottleneck_causal_lm_learns_registers_and_generates(prefect_server, tin
     losses = [m.value for m in MlflowClient().get_metric_history(outcome.run_id, "validation_loss")]
     assert len(losses) == 4 and losses[0] > losses[1] > losses[2], losses
     model_dir = _exported(name, mv.version)
-    _assert_base_plus_peft_layout_adapter(model_dir, "CAUSAL_LM")
+    _assert_adapter_only_layout(model_dir, "CAUSAL_LM")
 
     prompts = ["Which intent: How do I change my PIN?", "Which intent: my card still has not arrived"]
     out = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"prompt": prompts}))

@@ -44,6 +44,11 @@ def test_combined_adapters_are_gated_and_registered(prefect_server, company_csv,
     model = mlflow.pyfunc.load_model("models:/combined/1")
     out = model.predict(pd.DataFrame({"text": ["where is my new card? it has not arrived"]}))
     assert out["label"].iloc[0] in LABELS
+    # Sources and result are adapter-only: the combined adapter (the sources' ranks side by side) on the pinned base.
+    exported = Path(mlflow.artifacts.download_artifacts("models:/combined/1"))
+    model_dir = next(exported.rglob("tuneops_base.json")).parent
+    assert not (model_dir / "model.safetensors").exists() and not (model_dir / "base").exists()
+    assert json.loads((model_dir / "adapter" / "adapter_config.json").read_text())["r"] == 8
 
 
 def test_combining_a_non_lora_model_is_refused(prefect_server, tiny_model, company_csv):

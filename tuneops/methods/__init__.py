@@ -32,9 +32,10 @@ class MethodSettings(BaseModel):
 class Method:
     """How one fine-tuning method prepares a model, and whether its result can be merged.
 
-    ``prepare(model, settings, task_type)`` returns the model to train. ``mergeable`` methods
-    (full, LoRA, IA3) export plain transformers weights; the others (prefix and prompt tuning,
-    bottleneck adapters) export the base model plus the adapter, loaded together at serving time.
+    ``prepare(model, settings, task_type)`` returns the model to train. Every method but full is
+    registered as its adapter alone, pinned to its base (tuneops.training.model_loading); ``mergeable``
+    adapters (LoRA, IA3) can fold into the base weights, which a runtime that needs plain weights does
+    in memory; the others (prefix and prompt tuning, bottleneck adapters) always run as base + adapter.
     ``save`` and ``load`` write and read that adapter folder (PEFT's ``save_pretrained`` and
     ``PeftModel.from_pretrained`` unless the method is one PEFT does not know); ``is_adapter`` tells
     the adapter's own parameters from a trained head, for the changed-by-training check.

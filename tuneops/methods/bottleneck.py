@@ -17,7 +17,7 @@ writes PEFT's file layout itself: ``adapter_config.json`` (the method, its setti
 the resolved target modules) and ``adapter_model.safetensors`` holding only the adapter and head
 weights, named as PEFT names them (``base_model.model.<module path>``). :func:`load` puts them back
 onto a freshly loaded base. An adapter after a non-linear block cannot fold into the base weights:
-the export is the base model plus this adapter, served together.
+the base model and this adapter are always served together.
 """
 
 from __future__ import annotations
@@ -208,6 +208,6 @@ def load(base: Any, folder: Path) -> Any:
     return model.eval()
 
 
-register(Method(name="bottleneck", summary="bottleneck adapter layers (Houlsby / Pfeiffer), base + adapter export",
+register(Method(name="bottleneck", summary="bottleneck adapter layers (Houlsby / Pfeiffer), served as base + adapter",
                 settings=BottleneckSettings, prepare=insert, mergeable=False, save=save, load=load,
                 is_adapter=is_adapter))

@@ -1,6 +1,6 @@
 """IA3: learned vectors that rescale keys, values and feed-forward activations (far fewer weights than LoRA).
 
-The vectors fold into the base weights on export, like LoRA.
+The vectors can fold into the base weights (merged in memory for runtimes that need plain weights), like LoRA.
 """
 
 from typing import Any
@@ -39,5 +39,5 @@ def prepare(model: Any, settings: IA3Settings, task_type: str) -> Any:
     ))
 
 
-register(Method(name="ia3", summary="learned activation scaling (IA3), merged for export",
+register(Method(name="ia3", summary="learned activation scaling (IA3), mergeable",
                 settings=IA3Settings, prepare=prepare))

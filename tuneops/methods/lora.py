@@ -1,8 +1,8 @@
 """LoRA: low-rank adapters on the chosen linear layers (plus the trainable classification head).
 
 DoRA (weight-decomposed LoRA) and rsLoRA (rank-stabilised scaling alpha/sqrt(r)) are options.
-For export the adapters are merged into the base weights, so the registered model is a plain
-transformers model that loads without PEFT.
+The registered version stores the adapter alone, pinned to its base; the adapters can be merged into the
+base weights, which a runtime that needs plain weights does in memory (tuneops.training.model_loading).
 """
 
 from typing import Any
@@ -36,5 +36,5 @@ def prepare(model: Any, settings: LoraSettings, task_type: str) -> Any:
     ))
 
 
-register(Method(name="lora", summary="low-rank adapters (LoRA, DoRA, rsLoRA), merged for export",
+register(Method(name="lora", summary="low-rank adapters (LoRA, DoRA, rsLoRA), mergeable",
                 settings=LoraSettings, prepare=prepare))

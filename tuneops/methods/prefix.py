@@ -1,6 +1,6 @@
 """Prefix tuning: trainable key/value prefixes in every attention layer; the base model stays frozen.
 
-Prefixes cannot be merged into weights: the export is the base model plus the PEFT adapter.
+Prefixes cannot be merged into weights: the model is served as the base plus the PEFT adapter.
 """
 
 from typing import Any
@@ -53,5 +53,5 @@ def prepare(model: Any, settings: PrefixSettings, task_type: str) -> Any:
     ))
 
 
-register(Method(name="prefix", summary="trainable attention prefixes (prefix tuning), base + adapter export",
+register(Method(name="prefix", summary="trainable attention prefixes (prefix tuning), served as base + adapter",
                 settings=PrefixSettings, prepare=prepare, mergeable=False, adapt_base=accept_prefix))

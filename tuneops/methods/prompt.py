@@ -1,6 +1,6 @@
 """Prompt tuning: trainable soft-prompt embeddings prepended to the input; the base model stays frozen.
 
-Like prefix tuning, the export is the base model plus the PEFT adapter.
+Like prefix tuning, it cannot merge: it is served as the base model plus the PEFT adapter.
 """
 
 from typing import Any, Literal
@@ -36,5 +36,5 @@ def prepare(model: Any, settings: PromptSettings, task_type: str) -> Any:
     ))
 
 
-register(Method(name="prompt", summary="trainable soft prompt (prompt tuning), base + adapter export",
+register(Method(name="prompt", summary="trainable soft prompt (prompt tuning), served as base + adapter",
                 settings=PromptSettings, prepare=prepare, mergeable=False))

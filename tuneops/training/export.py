@@ -1,6 +1,6 @@
 """From the trained model to the registered folder: adapters attached and checked (a silently empty adapter is
-caught before registration), merged weights or base + adapter, and the trained model rebuilt from the best
-checkpoint."""
+caught before registration), full weights or an adapter-only folder pinned to its base, and the trained model
+rebuilt from the best checkpoint."""
 
 from __future__ import annotations
 
@@ -124,24 +124,24 @@ def plain_loading() -> Iterator[None]:
 
 
 def export_model(trained: Any, initial: dict[str, Any], cfg: TuneopsConfig, model_dir: Path,
-                 load_base: Any, tokenizer: Any) -> dict[str, Any]:
+                 tokenizer: Any, pinned: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the trained model as serving loads it; returns the adapter check's report.
 
-    Adapter methods first save and check the adapter (PEFT format, resolved settings beside it);
-    mergeable methods then write plain merged weights, the others the frozen base beside the adapter.
+    Full fine-tuning writes its weights. Adapter methods write an adapter-only folder
+    (:mod:`tuneops.training.model_loading`): the adapter, checked (PEFT format, resolved settings beside it), the
+    model's transformers config and a pinned reference to the base (``pinned``: as pinned when training started;
+    None: ``model.base`` pinned now); no merged copy and no copy of the base.
     """
-    from tuneops import methods
-    from tuneops.families.classification.predictor import ADAPTER_DIR, BASE_DIR
+    from tuneops.training.model_loading import ADAPTER_DIR, save_base_reference
 
     method = cfg.training.method
     report: dict[str, Any] = {}
-    if method != "full":
+    if method == "full":
+        trained.save_pretrained(model_dir)
+    else:
         save_adapter(trained, model_dir / ADAPTER_DIR, cfg)
         report = check_adapter(trained, initial, model_dir / ADAPTER_DIR, method)
-    if methods.get(method).mergeable:
-        (trained.merge_and_unload() if method != "full" else trained).save_pretrained(model_dir)
-    else:
-        load_base().save_pretrained(model_dir / BASE_DIR)
+        save_base_reference(trained, pinned or cfg.model.base, model_dir)
     tokenizer.save_pretrained(model_dir)
     (model_dir / "tuneops_config.json").write_text(cfg.model_dump_json(indent=2))
     return report

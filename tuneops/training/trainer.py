@@ -67,11 +67,16 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
     from tuneops.training import logger as training_logger
     from tuneops.training.base_models import resolve as resolve_base
     from tuneops.training.checkpoints import checkpoint_mirror, fetch_remote_checkpoint, last_complete_checkpoint
+    from tuneops.training.model_loading import pin
 
     transformers.logging.set_verbosity_error()
     family = families.of(cfg)
     frames = {name: pd.read_parquet(path) for name, path in splits.paths.items()}
-    plan = family.plan_training(cfg, frames, resolve_base(cfg.model.base))
+    # An adapter is pinned to the base it trains on, an alias resolved now: a promotion during training changes
+    # neither the base trained from nor the one recorded.
+    pinned = pin(cfg.model.base) if cfg.training.method != "full" else None
+    plan = family.plan_training(cfg, frames, resolve_base(
+        pinned["base"] if pinned and pinned["kind"] == "registered" else cfg.model.base))
     transformers.set_seed(cfg.training.seed)
     task_type = plan.peft_task_type or family.peft_task_type
     prepared = export.prepare_model(plan.load_base, cfg, task_type)
@@ -109,7 +114,7 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
 
     model_dir = out_dir / "model"
     with export.plain_loading():
-        adapter_report = export.export_model(trained, initial, cfg, model_dir, plan.load_base, plan.tokenizer)
+        adapter_report = export.export_model(trained, initial, cfg, model_dir, plan.tokenizer, pinned)
         plan.save_extra(model_dir)
         plan.verify_export(model_dir, best)
     shutil.rmtree(checkpoints, ignore_errors=True)

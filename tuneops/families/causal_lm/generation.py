@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tuneops.families.classification.predictor import has_base_and_adapter, load_base_and_adapter
-
 _log = logging.getLogger("tuneops.families.causal_lm.generation")
 IGNORE = -100  # label id the loss skips (PyTorch cross-entropy's ignore_index)
 GENERATION_FILE = "tuneops_generation.json"  # template and lengths saved beside the exported weights
@@ -286,19 +284,24 @@ def _autocast(torch: Any, precision: str, device: Any) -> Any:
 
 
 class Generator:
-    """A saved causal LM (merged weights, or base + PEFT adapter) with its tokenizer and settings.
+    """A saved causal LM (merged weights, base + adapter, or an adapter-only version on its pinned base) with its
+    tokenizer and settings.
 
     The one generation path: evaluation, export verification and the registered pyfunc use it.
     """
 
     def __init__(self, model_dir: str | Path, batch_size: int = 32, model: Any = None, tokenizer: Any = None,
-                 settings: GenerationSettings | None = None, runtime: str = "fp32"):
+                 settings: GenerationSettings | None = None, runtime: str = "fp32", merge: bool | None = None,
+                 share_base: bool = False):
+        """``merge`` and ``share_base`` as for :class:`tuneops.families.classification.predictor.Classifier`
+        (:func:`tuneops.training.model_loading.load_saved_model`); a ``model`` given is used as it is."""
         import dataclasses
 
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from tuneops.serving import runtimes
+        from tuneops.training.model_loading import load_saved_model
 
         chosen = runtimes.usable(runtime, "causal LM", for_generation=True)
 
@@ -307,12 +310,12 @@ class Generator:
         self.settings = settings or GenerationSettings.load(model_dir)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model_dir))
         ensure_pad_token(self.tokenizer)
+        # A runtime that needs plain weights says so (``Runtime.merges``; without that field: all but the reference).
+        self.merged = bool(getattr(chosen, "merges", chosen.name != runtimes.REFERENCE)) if merge is None else merge
         if model is not None:
             self.model = model.eval()
-        elif has_base_and_adapter(model_dir):  # a method that cannot merge: frozen base + adapter, loaded together
-            self.model = load_base_and_adapter(model_dir, AutoModelForCausalLM)
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+            self.model = load_saved_model(model_dir, AutoModelForCausalLM, merge=self.merged, share_base=share_base)
         self.batch_size = batch_size
         self.runtime = chosen.name
         if chosen.name != runtimes.REFERENCE:  # fp32 keeps the precision the model was exported with

@@ -1,6 +1,7 @@
 """The MLflow pyfunc a registered causal LM is (also what a preference-tuned model registers as).
 
-Its inference runtime comes from the model config it is loaded with (:mod:`tuneops.serving`).
+Its inference runtime comes from the model config it is loaded with (:mod:`tuneops.serving`), and so does
+``share_base`` (a process serving several models on one base loads the base's weights once).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class TextGeneratorModel(mlflow.pyfunc.PythonModel):
 
         config = context.model_config or {}
         self.generator = Generator(context.artifacts["model"], runtime=model_config_runtime(config),
-                                   batch_size=int(config.get("batch_size") or 32))
+                                   batch_size=int(config.get("batch_size") or 32),
+                                   share_base=bool(config.get("share_base")))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """One response per prompt; a prompt is text, or a conversation as JSON text ``[{"role", "content"}]``."""

@@ -1,4 +1,5 @@
-"""Run predictions with a saved classifier (base models are resolved by tuneops.training.base_models).
+"""Run predictions with a saved classifier (the folder is loaded by tuneops.training.model_loading, whatever its
+format: merged weights, a frozen base plus an adapter, or an adapter-only version pinned to its base).
 
 :class:`Classifier` is the one prediction path: evaluation, the registered MLflow pyfunc,
 `tuneops predict` and batch scoring all call it, so what was evaluated is what serves.
@@ -9,25 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-ADAPTER_DIR = "adapter"  # PEFT-format adapter (every adapter method), with its resolved settings beside it
-BASE_DIR = "base"  # the frozen base model, exported only for methods that cannot merge (prefix, prompt, ...)
-
-
-def has_base_and_adapter(model_dir: Path) -> bool:
-    """Whether an exported folder is a frozen base plus an adapter (a method that cannot merge)."""
-    return (model_dir / ADAPTER_DIR).is_dir() and (model_dir / BASE_DIR).is_dir()
-
-
-def load_base_and_adapter(model_dir: Path, model_class: Any) -> Any:
-    """The exported base with its adapter put back by the method that trained it (named in tuneops_method.json)."""
-    import json
-
-    from tuneops import methods
-
-    method = methods.get(json.loads((model_dir / ADAPTER_DIR / "tuneops_method.json").read_text())["method"])
-    base = method.adapt_base(model_class.from_pretrained(str(model_dir / BASE_DIR)))
-    return method.load(base, model_dir / ADAPTER_DIR).eval()
 
 
 @dataclass
@@ -41,22 +23,26 @@ class Classifier:
     (``tuneops/serving/runtimes/``: fp32 unless another is named)."""
 
     def __init__(self, model_dir: str | Path, max_length: int | None = None, batch_size: int = 128,
-                 runtime: str = "fp32"):
+                 runtime: str = "fp32", merge: bool | None = None, share_base: bool = False):
+        """``merge``: fold a mergeable adapter into the weights in memory (None: when the runtime needs plain
+        weights, its ``merges``); ``share_base``: share the base's frozen weights with the other unmerged models
+        on the same base in this process (:func:`tuneops.training.model_loading.load_saved_model`)."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         import tuneops.families.classification.pooling  # noqa: F401 - registers the mean-pooled model type with the Auto classes
         from tuneops.serving import runtimes
+        from tuneops.training.model_loading import load_saved_model
 
         chosen = runtimes.usable(runtime, "classifier", for_generation=False)
 
         self.torch = torch
         model_dir = Path(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        if has_base_and_adapter(model_dir):
-            self.model = load_base_and_adapter(model_dir, AutoModelForSequenceClassification)
-        else:
-            self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+        # A runtime that needs plain weights says so (``Runtime.merges``; without that field: all but the reference).
+        self.merged = bool(getattr(chosen, "merges", chosen.name != runtimes.REFERENCE)) if merge is None else merge
+        self.model = load_saved_model(model_dir, AutoModelForSequenceClassification, merge=self.merged,
+                                      share_base=share_base)
         config = self.model.config
         self.id2label = {int(k): v for k, v in config.id2label.items()}
         self.max_length = max_length or getattr(config, "tuneops_max_length", 128)

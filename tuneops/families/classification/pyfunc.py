@@ -2,7 +2,8 @@
 
 It wraps :class:`tuneops.families.classification.predictor.Classifier`, so serving predicts exactly as evaluation
 did.
-Its inference runtime comes from the model config it is loaded with (:mod:`tuneops.serving`).
+Its inference runtime comes from the model config it is loaded with (:mod:`tuneops.serving`), and so does
+``share_base`` (a process serving several models on one base loads the base's weights once).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class TextClassifierModel(mlflow.pyfunc.PythonModel):
 
         config = context.model_config or {}
         self.classifier = Classifier(context.artifacts["model"], runtime=model_config_runtime(config),
-                                     batch_size=int(config.get("batch_size") or 128))
+                                     batch_size=int(config.get("batch_size") or 128),
+                                     share_base=bool(config.get("share_base")))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         texts = input_texts(model_input)

@@ -113,16 +113,21 @@ class LanguageModelScorer:
     """Summed negative log-likelihood and scored-token count per text, from a folder or a model in memory."""
 
     def __init__(self, model_dir: str | Path | None = None, batch_size: int = SCORING_BATCH, model: Any = None,
-                 tokenizer: Any = None, settings: LanguageModelSettings | None = None):
+                 tokenizer: Any = None, settings: LanguageModelSettings | None = None, merge: bool = False,
+                 share_base: bool = False):
+        """A folder in any saved format (:func:`tuneops.training.model_loading.load_saved_model`, ``merge`` and
+        ``share_base`` as there), or a model in memory with its tokenizer and settings."""
         import torch
         from transformers import AutoTokenizer
+
+        from tuneops.training.model_loading import load_saved_model
 
         self.torch = torch
         if model is None:
             assert model_dir is not None
             settings = settings or LanguageModelSettings.load(Path(model_dir))
             tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-            model = model_class(settings.objective).from_pretrained(str(model_dir))
+            model = load_saved_model(model_dir, model_class(settings.objective), merge=merge, share_base=share_base)
         assert settings is not None and tokenizer is not None
         self.model, self.tokenizer, self.settings = model.eval(), tokenizer, settings
         self.batch_size = max(1, min(batch_size, SCORING_BATCH))

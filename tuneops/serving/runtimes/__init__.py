@@ -80,9 +80,10 @@ def usable(name: str, noun: str, for_generation: bool) -> Runtime:
     return runtime
 
 
-MODEL_CONFIG: dict[str, Any] = {"runtime": REFERENCE, "batch_size": None}
+MODEL_CONFIG: dict[str, Any] = {"runtime": REFERENCE, "batch_size": None, "share_base": False}
 """What a registered pyfunc is logged with: MLflow lets ``load_model(model_config=...)`` override only the keys
-logged, so every version accepts ``runtime`` (and ``batch_size``: None keeps the family's default)."""
+logged, so every version accepts ``runtime`` (and ``batch_size``: None keeps the family's default; ``share_base``:
+True shares an unmerged adapter-only model's base weights with the other models on that base in the process)."""
 
 
 def require_model_config(model: Any, runtime: str, what: str) -> None:
