@@ -293,3 +293,36 @@ def test_tuneops_predict_exits_2_without_a_traceback_when_the_base_differs(tiny_
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "out.csv").exists()
     assert str(base.resolve()) in proc.stderr and expected in proc.stderr and folder_sha256(base) in proc.stderr
+
+
+def test_frozen_weights_the_base_lacks_are_stored_and_loaded_with_the_adapter(base_copy, company_csv, tmp_path):
+    """A masked-LM LoRA on an encoder saved without a head (like the MiniLM): the head is drawn at random when
+    training starts and stays frozen; the version keeps it (and only it) beside the adapter, and scores as trained."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from tuneops.config import validate_config
+    from tuneops.families.language_modeling.language_model import LanguageModelScorer, LanguageModelSettings
+    from tuneops.training.export import export_model, prepare_model
+
+    cfg = validate_config({"data": {"path": company_csv}, "registry": {"model_name": "lm", "experiment": "tests"},
+                           "model": {"base": base_copy, "task": "language_modeling", "max_length": 32},
+                           "training": LORA})
+    torch.manual_seed(6)
+    prepared = prepare_model(lambda: AutoModelForMaskedLM.from_pretrained(base_copy), cfg, "FEATURE_EXTRACTION")
+    with torch.no_grad():
+        for parameter in prepared.model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    tokenizer, settings = AutoTokenizer.from_pretrained(base_copy), LanguageModelSettings("mlm", 32)
+    export_model(prepared.model, prepared.initial, cfg, tmp_path, tokenizer)
+    settings.save(tmp_path)
+    extra = load_file(str(tmp_path / model_loading.EXTRA_FILE))
+    assert extra and all(k.startswith("cls.predictions.") for k in extra), sorted(extra)
+    assert "cls.predictions.decoder.weight" not in extra  # tied to the embeddings, which the base holds
+    weights = sum(p.numel() for p in plain_model(prepared.model).parameters())
+    assert sum(t.numel() for t in extra.values()) < 0.05 * weights
+    sums, counts = LanguageModelScorer(model=prepared.model, tokenizer=tokenizer, settings=settings).score(TEXTS)
+    got_sums, got_counts = LanguageModelScorer(tmp_path).score(TEXTS)
+    assert got_counts == counts and got_sums == pytest.approx(sums, rel=1e-5)
