@@ -38,7 +38,8 @@ def _input_column(model: Any) -> str:
 
 
 def _version_metadata(name: str, version: str) -> dict[str, Any]:
-    """What the registry records for a version: its run, aliases, test metrics, data fingerprint, gate verdict."""
+    """What the registry records for a version: its run, aliases, test metrics, data fingerprint, gate verdict, and
+    every tag of the version (as it was when the version was loaded)."""
     from tuneops.registry.tracking import client
 
     mv = client().get_model_version(name, version)
@@ -53,7 +54,8 @@ def _version_metadata(name: str, version: str) -> dict[str, Any]:
                                    if k.startswith("tuneops.split.") and k.endswith(".fingerprint")},
             "code_version": tags.get("tuneops.code_version"),
             "gate": {"passed": tags.get("tuneops.gate.passed") == "True", "reason": tags.get("tuneops.gate.reason")},
-            "registered_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")}
+            "registered_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+            "tags": tags}
 
 
 def load(spec: ServeSpec, version: str | None) -> LoadedModel:
