@@ -50,6 +50,15 @@ class ModelEntry(BaseModel):
             raise ValueError(f"a version is a registered version number such as 3, not {value!r}")
         return None if value is None else str(value)
 
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str | None) -> str | None:
+        from tuneops.serving.runtimes import AUTO, RUNTIMES
+
+        if value is not None and value != AUTO and value not in RUNTIMES:
+            raise ValueError(f"unknown runtime '{value}'; known: {', '.join([*RUNTIMES, AUTO])}")
+        return value
+
     @model_validator(mode="after")
     def _pinned_or_followed(self) -> ModelEntry:
         if self.version is not None and self.alias is not None:

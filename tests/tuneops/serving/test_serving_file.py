@@ -77,17 +77,18 @@ def test_every_problem_of_a_serving_file_is_named_at_once(tmp_path):
     good = _config(tmp_path, "good.yaml", "intent-a")
     path = _file(tmp_path, {"prot": 8080, "workers": 0, "models": [
         {"version": 2}, {"config": good, "version": "three"}, {"config": good, "version": 2, "alias": "champion"},
-        {"config": good, "name": "other"}]})
+        {"config": good, "name": "other"}, {"config": good, "runtime": "onxx"}]})
     with pytest.raises(ConfigError) as caught:
         serving_file.requests_from(None, path, [], None, None)
     message = str(caught.value)
-    assert "has 6 problems" in message, message
+    assert "has 7 problems" in message, message
     for expected in ("prot: unknown field (known: host, port, workers, models)",
                      "workers: Input should be greater than or equal to 1 (got 0)",
                      "models[0].config: required field is missing",
                      "models[1].version: a version is a registered version number such as 3, not 'three'",
                      "models[2]: version 2 pins the model and alias champion follows one; give one of them",
-                     "models[3].name: unknown field (known: config, version, alias, runtime)"):
+                     "models[3].name: unknown field (known: config, version, alias, runtime)",
+                     "models[4].runtime: unknown runtime 'onxx'; known: "):
         assert expected in message, message
     with pytest.raises(ConfigError, match="must hold a mapping with a 'models' list"):
         serving_file.requests_from(None, _file(tmp_path, "- config: a.yaml\n"), [], None, None)
