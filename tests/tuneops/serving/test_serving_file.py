@@ -14,7 +14,7 @@ import yaml
 from tests.conftest import ROOT, run_cli
 from tuneops.errors import ConfigError, TuneopsError
 from tuneops.serving import serving_file
-from tuneops.serving.spec import build_spec, build_specs
+from tuneops.serving.spec import build_spec, build_specs, specs_from_json, specs_to_json
 
 
 def _config(folder: Path, file: str, name: str, **serving) -> str:
@@ -54,6 +54,8 @@ def test_a_serving_file_serves_each_model_with_its_own_serving_section(tmp_path)
     assert {s.serving["port"] for s in (a, b, c)} == {9001}
     assert b.log_output is None and a.log_output.endswith("intent-a") and c.log_output.endswith("intent-c")
     assert all(s.share_base for s in (a, b, c))
+    # what uvicorn's worker processes get (--workers N): every model, as built here; one spec alone reads too
+    assert specs_from_json(specs_to_json([a, b, c])) == [a, b, c] and specs_from_json(a.to_json()) == [a]
     # --port wins over the file, and every --set reaches every config
     requests, values, label = serving_file.requests_from(None, path, ["serving.max_wait_ms=7"], None, None)
     specs = build_specs(requests, {"port": 9100}, values, label)
