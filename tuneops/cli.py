@@ -86,6 +86,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, lift "
               f"{lift['delta']:+.4f} (CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]; {bar})")
     print(f"gate         {d.reason}")
+    from tuneops.training.merge_check import MergeCheck, consequence
+
+    check = MergeCheck.from_tags(outcome.merge_check)
+    if check is not None:
+        print(f"merge check  {check.verdict()}; {consequence(check.passed)}")
     print(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
     print(f"mlflow run   {outcome.run_id}")
     return 0
