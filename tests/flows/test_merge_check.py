@@ -54,6 +54,12 @@ def test_a_failed_check_is_recorded_on_the_run_the_version_and_the_card(flipped)
     for tags in (run_tags, mv.tags):
         assert {k: v for k, v in tags.items() if k.startswith("tuneops.merge_check.")} == outcome.merge_check
     assert "## Merged vs unmerged" in mv.description and f"FAILED: {check.summary()}" in mv.description
+    # and in the summary `tuneops train` prints
+    from tuneops.cli import train_summary
+
+    line = next(ln for ln in train_summary(outcome).splitlines() if ln.startswith("merge check  "))
+    assert line.startswith(f"merge check  FAILED: {check.summary()}; runtimes that merge the adapter (bf16, int8, "
+                           "onnx) refuse it; serving.runtime: fp32 serves the adapter as trained"), line
 
 
 def test_a_runtime_that_merges_is_refused_and_fp32_still_serves(flipped, monkeypatch):
