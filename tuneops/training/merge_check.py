@@ -101,7 +101,7 @@ class MergeCheck:
             text += f", largest logit difference {self.max_diff:.3g}"
         elif self.kind == "loss" and self.max_diff is not None:
             text += f", largest loss difference {self.max_diff:.3g}"
-        return text + (f" (method {self.method})" if self.method else "")
+        return text + (f", method {self.method}" if self.method else "")
 
     def verdict(self) -> str:
         return f"{'passed' if self.passed else 'FAILED'}: {self.summary()}"

@@ -26,7 +26,8 @@ def test_a_runtime_that_merges_is_refused_for_a_version_whose_check_failed(runti
     message = str(refused)
     assert message.startswith(f"runtime {runtime} merges the adapter into the base weights, and intent v7 failed its "
                               "merged-vs-unmerged check at training time (same label on 76.25% of 80 validation rows, "
-                              "largest logit difference 2.75 (method lora))")
+                              "largest logit difference 2.75, method lora): merged, it does not answer as it was "
+                              "trained")
     assert "serve it with serving.runtime: fp32" in message
 
 
@@ -36,3 +37,14 @@ def test_fp32_a_passed_check_and_a_version_without_one_are_not_refused():
     assert merge_refusal("intent", "7", "int8", PASSED) is None
     # registered before the check existed (merged weights), full fine-tuning, a method that cannot merge
     assert merge_refusal("intent", "7", "int8", {"tuneops.method": "lora"}) is None
+
+
+def test_versions_registered_before_the_check_are_not_refused_for_it(old_format_versions):
+    """Every committed old-format version (merged weights, or a frozen base/ beside an adapter that cannot merge)
+    holds no merged-vs-unmerged check: no runtime is refused for its lack."""
+    from tuneops.serving.runtime_check import _tags
+
+    for old in old_format_versions:
+        tags = _tags(old.name, old.version)
+        assert not any(k.startswith("tuneops.merge_check.") for k in tags), old.id
+        assert all(merge_refusal(old.name, old.version, runtime, tags) is None for runtime in runtimes.RUNTIMES)

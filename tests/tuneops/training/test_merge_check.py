@@ -50,8 +50,8 @@ def test_no_check_or_part_of_one_reads_as_none():
 
 def test_the_summary_and_the_model_card_say_what_was_compared_and_what_it_blocks():
     failed = MergeCheck("label", 48, 40, max_diff=3.25, method="lora")
-    assert failed.verdict() == ("FAILED: same label on 83.33% of 48 validation rows, largest logit difference 3.25 "
-                                "(method lora)")
+    assert failed.verdict() == ("FAILED: same label on 83.33% of 48 validation rows, largest logit difference 3.25, "
+                                "method lora")
     card = "\n".join(merge_check.card_lines(failed.tags()))
     assert card.startswith("## Merged vs unmerged") and "FAILED: same label on 83.33%" in card
     assert "runtimes that merge the adapter (bf16, int8, onnx) refuse it" in card  # the registry's Runtime.merges
