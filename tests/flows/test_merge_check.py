@@ -21,7 +21,7 @@ from tuneops.training.merge_check import MergeCheck
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 NAME = "merge-check-flipped"
-LORA = {"method": "lora", "epochs": 2, "learning_rate": 0.01, "lora": {"r": 4, "alpha": 8,
+LORA = {"method": "lora", "epochs": 1, "learning_rate": 0.01, "lora": {"r": 4, "alpha": 8,
                                                                        "target_modules": ["query", "value"]}}
 
 

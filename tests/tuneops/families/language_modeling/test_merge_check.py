@@ -18,8 +18,8 @@ def _planned(base: str, modules: list[str]):
         "data": {"path": "corpus.csv"}, "model": {"base": base, "task": "language_modeling", "max_length": 32},
         "training": {"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": modules}},
         "registry": {"model_name": "merge-unit", "experiment": "tests"}})
-    texts = pd.read_csv(ROOT / "data/banking77/train.csv").text.head(60)
-    frames = {"train": pd.DataFrame({"text": texts[:30]}), "validation": pd.DataFrame({"text": texts[30:]})}
+    texts = pd.read_csv(ROOT / "data/banking77/train.csv").text.head(32)
+    frames = {"train": pd.DataFrame({"text": texts[:16]}), "validation": pd.DataFrame({"text": texts[16:]})}
     plan = families.of(cfg).plan_training(cfg, frames, base)
     return cfg, plan, pretend_trained(export.build_model(plan.load_base, cfg, plan.peft_task_type))
 
@@ -30,7 +30,7 @@ def test_a_lora_language_model_and_its_merged_copy_score_every_text_alike(which,
     base, modules = (tiny_model, ["query", "value"]) if which == "encoder" else (tiny_causal_lm, ["q_proj", "v_proj"])
     cfg, plan, model = _planned(base, modules)
     result = merge_check.run(model, plan.compare_merged, "lora")
-    assert result.passed and result.kind == "loss" and result.rows == 30
+    assert result.passed and result.kind == "loss" and result.rows == 16
     assert result.tolerance == cfg.training.export_tolerance and result.max_diff < 1e-4
 
     merge = merge_check.merged_copy
