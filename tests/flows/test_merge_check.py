@@ -59,7 +59,7 @@ def test_a_failed_check_is_recorded_on_the_run_the_version_and_the_card(flipped)
 
     line = next(ln for ln in train_summary(outcome).splitlines() if ln.startswith("merge check  "))
     assert line.startswith(f"merge check  FAILED: {check.summary()}; runtimes that merge the adapter (bf16, int8, "
-                           "onnx) refuse it; serving.runtime: fp32 serves the adapter as trained"), line
+                           "onnx) refuse it; serving.runtime: fp32 (which does not merge) serves it"), line
 
 
 def test_a_runtime_that_merges_is_refused_and_fp32_still_serves(flipped, monkeypatch):

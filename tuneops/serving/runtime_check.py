@@ -273,8 +273,9 @@ def merge_refusal(name: str, version: str, runtime: str, tags: dict[str, str]) -
         return None
     return RuntimeRefused(f"runtime {runtime} merges the adapter into the base weights, and {name} v{version} failed "
                           f"its merged-vs-unmerged check at training time ({found.summary()}): merged, it does not "
-                          "answer as it was trained; serve it with serving.runtime: fp32 (base with the adapter "
-                          "beside it, what was trained), or find why merging changes it and train it again")
+                          "answer as it was trained; serve it with serving.runtime: fp32 (which does not merge: a "
+                          "version that stores its adapter is served as it was trained), or find why merging changes "
+                          "it and train it again")
 
 
 def refusal(name: str, version: str, agreement: Agreement) -> RuntimeRefused:

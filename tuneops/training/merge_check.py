@@ -2,10 +2,11 @@
 weights, row by row on the validation split, at training time.
 
 A method that can merge (LoRA and its variants, IA3; ``tuneops.methods.get(name).mergeable``, full fine-tuning
-aside: it has nothing to merge) is served two ways: fp32 runs the base with the adapter beside it (what was
-trained), a runtime that needs plain weights (``Runtime.merges``: bf16, int8, onnx) merges the adapter in at load
-time. The two should answer alike; users of other tools report again and again that they do not (precision of the
-merge, a scaling applied twice, a head left out). So the trainer compares them once, while the trained model is
+aside: it has nothing to merge) can be served two ways: fp32 does not merge, so a version that stores its adapter
+is served as the base with the adapter beside it (what was trained); a runtime that needs plain weights
+(``Runtime.merges``: bf16, int8, onnx) merges the adapter in at load time. The two should answer alike; users of
+other tools report again and again that they do not (precision of the merge, a scaling applied twice, a head left
+out). So the trainer compares them once, while the trained model is
 in memory: the unmerged model is the trained PEFT model itself, the merged one ``copy.deepcopy(model)
 .merge_and_unload()``, exactly what a merging runtime computes. Each family compares in its own terms, through
 ``TrainingPlan.compare_merged`` (its folder's ``merge_check.py``): a classifier the label of every row and the
@@ -13,8 +14,8 @@ largest logit difference, a generator the greedy answer to every sampled prompt,
 every text.
 
 The result (:class:`MergeCheck`) is recorded on the run and the registered version as tags ``tuneops.merge_check.*``
-and shown in the model card and the training summary. A failed check does not stop registration (fp32 serves the
-unmerged model, what was trained) but a merging runtime refuses the version
+and shown in the model card and the training summary. A failed check does not stop registration (the unmerged model
+is what was trained, and fp32 does not merge) but a merging runtime refuses the version
 (:func:`tuneops.serving.runtime_check.verified`). This module imports no torch, and no other tuneops module at
 import time: the families, the trainer, serving and the CLI all read it.
 """
@@ -153,8 +154,8 @@ def consequence(passed: bool) -> str:
     """What the verdict means for serving."""
     if passed:
         return f"runtimes that merge the adapter ({merging_runtimes()}) may serve it"
-    return (f"runtimes that merge the adapter ({merging_runtimes()}) refuse it; serving.runtime: fp32 serves the "
-            "adapter as trained")
+    return (f"runtimes that merge the adapter ({merging_runtimes()}) refuse it; serving.runtime: fp32 (which does "
+            "not merge) serves it")
 
 
 def card_lines(tags: dict[str, str]) -> list[str]:

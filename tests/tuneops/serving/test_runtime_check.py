@@ -32,7 +32,7 @@ def test_a_runtime_that_merges_is_refused_for_a_version_whose_check_failed(runti
 
 
 def test_fp32_a_passed_check_and_a_version_without_one_are_not_refused():
-    assert merge_refusal("intent", "7", "fp32", FAILED) is None  # fp32 serves the adapter as trained
+    assert merge_refusal("intent", "7", "fp32", FAILED) is None  # fp32 does not merge
     assert merge_refusal("intent", "7", "auto", FAILED) is None  # auto chooses among the others
     assert merge_refusal("intent", "7", "int8", PASSED) is None
     # registered before the check existed (merged weights), full fine-tuning, a method that cannot merge

@@ -44,7 +44,7 @@ class Runtime:
     ``unavailable()`` says why this machine cannot run it (None: it can). ``merges``: it needs plain weights, so an
     adapter is merged into the base when a version loads on it (bf16, int8, onnx); such a runtime serves an adapter
     version only if the version passed its merged-vs-unmerged check (:mod:`tuneops.training.merge_check`). fp32
-    does not merge: it serves the base with the adapter beside it, what was trained.
+    does not merge: a version that stores its adapter is served as the base with the adapter beside it, as trained.
     """
 
     name: str
