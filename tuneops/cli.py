@@ -14,6 +14,7 @@ from tuneops.errors import TuneopsError
 
 if TYPE_CHECKING:
     from tuneops.config import TuneopsConfig
+    from tuneops.tasks.judge import TrainOutcome
 
 
 def _strip_expected_tracebacks() -> None:
@@ -67,27 +68,37 @@ def _prepare_training_run(args: argparse.Namespace) -> TuneopsConfig:
     return cfg
 
 
+def train_summary(outcome: TrainOutcome) -> str:
+    """What `tuneops train` prints when its flow is done: the version, test metrics, baseline, gate, merge check,
+    aliases and run."""
+    from tuneops.training.merge_check import MergeCheck, consequence
+
+    r, d = outcome.registration, outcome.decision
+    lines = ["", "=" * 72, f"model        {r.name} v{r.version}  ({r.model_uri})",
+             "test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
+                                         if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "set_match",
+                                                  "micro_f1", "json_valid", "perplexity", "preference_accuracy",
+                                                  "preference_margin"))]
+    lift = next((c for c in d.checks if c["check"].startswith("lift over baseline")), None)
+    if lift is not None:
+        bar = f"bar {lift['bound']:+.4f} (gate.min_lift_over_baseline)" if lift["gated"] else "not gated"
+        lines.append(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, "
+                     f"lift {lift['delta']:+.4f} (CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]; {bar})")
+    lines.append(f"gate         {d.reason}")
+    check = MergeCheck.from_tags(outcome.merge_check)
+    if check is not None:
+        lines.append(f"merge check  {check.verdict()}; {consequence(check.passed)}")
+    lines.append(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
+    lines.append(f"mlflow run   {outcome.run_id}")
+    return "\n".join(lines)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _prepare_training_run(args)
     from tuneops.flows.train_model import train_model
 
     _strip_expected_tracebacks()
-    outcome = train_model(config=cfg)
-    r, d = outcome.registration, outcome.decision
-    print("\n" + "=" * 72)
-    print(f"model        {r.name} v{r.version}  ({r.model_uri})")
-    print("test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
-                                      if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "set_match",
-                                               "micro_f1", "json_valid", "perplexity", "preference_accuracy",
-                                               "preference_margin")))
-    lift = next((c for c in d.checks if c["check"].startswith("lift over baseline")), None)
-    if lift is not None:
-        bar = f"bar {lift['bound']:+.4f} (gate.min_lift_over_baseline)" if lift["gated"] else "not gated"
-        print(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, lift "
-              f"{lift['delta']:+.4f} (CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]; {bar})")
-    print(f"gate         {d.reason}")
-    print(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
-    print(f"mlflow run   {outcome.run_id}")
+    print(train_summary(train_model(config=cfg)))
     return 0
 
 
