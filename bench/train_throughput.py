@@ -5,9 +5,13 @@ same rows in every mode. Each mode runs in its own process (so peak memory is it
 times `--steps` optimizer steps after `--warmup` untimed ones:
 
   engine-lora   tuneops' Trainer set-up (engine.training_arguments: dynamic padding and length-grouped
-                batches), LoRA as in configs/banking77_lora.yaml
+                batches; optim.optimizer: the config's per-group learning rates), LoRA as in
+                configs/banking77_lora.yaml
   plain-lora    a hand-written PEFT loop (AdamW, linear schedule, loss.backward, step) over the very same
-                length-grouped batches: what the engine costs beyond the arithmetic  -> goal ratio >= 1.0
+                batches, in the same order: what the engine costs beyond the arithmetic  -> goal ratio >= 1.0
+                (the engine run records the row numbers of every batch its Trainer drew and the plain loop
+                replays them; the pair runs --repeats times alternated, engine, plain, engine, ..., and the
+                ratio is the median round's, since one run of either varies by up to 10% on a shared VM)
   naive-lora    the engine, but every batch padded to max_length in random order  -> goal >= 1.5x slower
   engine-full   full fine-tuning with the engine, for peak memory (and speed) against LoRA
   engine-lora-bf16, engine-full-bf16
@@ -33,7 +37,7 @@ and collator), in fp32 and under bf16 autocast:
                          32 prompts a batch, up to 12 new tokens): prompts/s and generated tokens/s
 
     .venv/bin/python bench/train_throughput.py [--steps 30] [--warmup 5] [--rows 2048] [--llm-steps 12]
-        [--only minilm|smollm2] [--accuracy]
+        [--only minilm|smollm2] [--repeats 3] [--accuracy]
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 BATCH, MAX_LENGTH = 32, 64
 LLM_CONFIG = ROOT / "configs/banking77_instruct.yaml"
 GENERATE_PROMPTS = 256
+PAIRED = {"engine-lora": "plain-lora", "engine-smollm2": "plain-smollm2", "engine-smollm2-bf16": "plain-smollm2-bf16"}
 
 
 def _setup_llm(mode: str) -> tuple[Any, Any, Any, Any, Any]:
@@ -132,16 +137,21 @@ def _setup(mode: str, rows: int) -> tuple[Any, Any, Any, Any]:
     return cfg, model, tokenizer, dataset
 
 
-def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
+def _measure(mode: str, rows: int, steps: int, warmup: int, batches_file: Path | None = None) -> dict[str, Any]:
+    """Time `steps` optimizer steps after `warmup`. The engine modes write the row numbers of every batch the
+    Trainer's length-grouped sampler drew to `batches_file`; the plain loop reads them from there and trains on
+    the very same batches in the same order (the Trainer's sampler draws from the global random generator, so a
+    sampler of the loop's own, even seeded alike, makes other batches with another share of padding)."""
     import torch
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback
 
-    from tuneops.training import engine, precision
+    from tuneops.training import engine, optim, precision
 
     llm = "smollm2" in mode
     if llm:
         cfg, model, tokenizer, dataset, collator = _setup_llm(mode)
-        batch_size, max_length = cfg.training.batch_size, cfg.model.max_length
+        batch_size = cfg.training.batch_size
+        max_length = cfg.model.max_length
     else:
         cfg, model, tokenizer, dataset = _setup(mode, rows)
         batch_size, max_length = BATCH, MAX_LENGTH
@@ -151,13 +161,17 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode.endswith("bf16") and not
                               torch.cuda.is_available() and precision.cpu_supports_bf16())
     total_steps = warmup + steps
-    tokens = {"real": 0, "processed": 0}
+    drawn: list[list[int]] = []  # row numbers of each batch, in the order training took them
+    # A row is known by its token list: the Trainer's column filter copies each example's dict, not its values.
+    row_of = {id(row["input_ids"]): i for i, row in enumerate(dataset)}
+    padded: list[tuple[int, int]] = []  # (real, processed) tokens of each batch
     times: list[float] = []
 
-    def count(batch: dict[str, Any]) -> None:
-        if len(times) >= warmup:
-            tokens["real"] += int(batch["attention_mask"].sum())
-            tokens["processed"] += int(batch["attention_mask"].numel())
+    def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
+        drawn.append([row_of[id(f["input_ids"])] for f in features])
+        batch = collator(features)
+        padded.append((int(batch["attention_mask"].sum()), int(batch["attention_mask"].numel())))
+        return batch
 
     if mode.startswith(("engine", "naive")):
         class Clock(TrainerCallback):
@@ -167,36 +181,36 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
             def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
                 times.append(time.perf_counter())
 
-        def counting_collator(features: list[dict[str, Any]]) -> dict[str, Any]:
-            batch = collator(features)
-            count(batch)
-            return batch
-
         args = engine.training_arguments(
             cfg, Path("/tmp/tuneops-bench-throughput"), "loss" if llm else "accuracy", max_steps=total_steps,
             eval_strategy="no",
             save_strategy="no", load_best_model_at_end=False, logging_steps=10_000,
             train_sampling_strategy="random" if naive else "group_by_length")
-        trainer = engine.quiet(Trainer(model=model, args=args, train_dataset=dataset, data_collator=counting_collator,
-                                       processing_class=tokenizer, callbacks=[Clock()]))
+        trainer = engine.quiet(Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                                       processing_class=tokenizer, callbacks=[Clock()],
+                                       optimizers=(optim.optimizer(model, cfg), None)))  # as training builds it
         trainer.train()
         optimizer = trainer.optimizer
-    else:  # plain: the same length-grouped batches, a hand-written loop
-        from torch.utils.data import DataLoader
+        if batches_file is not None:
+            batches_file.write_text(json.dumps(drawn[:total_steps]))
+    else:  # plain: a hand-written loop over the engine's batches (or, alone, a seeded length-grouped sampler's)
         from transformers import get_linear_schedule_with_warmup
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        generator = torch.Generator().manual_seed(cfg.training.seed)
-        sampler = LengthGroupedSampler(batch_size, dataset=dataset, generator=generator)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collator)
+        if batches_file is not None and batches_file.exists():
+            order = json.loads(batches_file.read_text())
+        else:
+            sampler = iter(LengthGroupedSampler(batch_size, dataset=dataset,
+                                                generator=torch.Generator().manual_seed(cfg.training.seed)))
+            order = [[next(sampler) for _ in range(batch_size)] for _ in range(total_steps)]
+        if len(order) < total_steps:
+            sys.exit(f"{batches_file} holds {len(order)} batches; {total_steps} are needed")
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                       lr=cfg.training.learning_rate)
         schedule = get_linear_schedule_with_warmup(optimizer, int(0.06 * total_steps), total_steps)
         model.train()
-        batches = iter(loader)
-        for _ in range(total_steps):
-            batch = next(batches)
-            count(batch)
+        for rows_of_batch in order[:total_steps]:
+            batch = collate([dataset[i] for i in rows_of_batch])
             times.append(time.perf_counter())
             with autocast:
                 loss = model(**batch).loss
@@ -207,6 +221,8 @@ def _measure(mode: str, rows: int, steps: int, warmup: int) -> dict[str, Any]:
             optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter())
 
+    tokens = {"real": sum(r for r, _ in padded[warmup:total_steps]),
+              "processed": sum(p for _, p in padded[warmup:total_steps])}
     seconds = times[-1] - times[warmup]
     matmul_params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -258,13 +274,16 @@ def main() -> None:
     parser.add_argument("--only", choices=("minilm", "smollm2"), help="run one model's rows")
     parser.add_argument("--accuracy", action="store_true", help="also train the demo config in fp32 and bf16 and "
                         "compare test accuracy (a few minutes each)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of each engine / plain-loop pair, "
+                        "alternated (engine, plain, engine, plain, ...); the ratio is the median round's")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
         if args.mode.startswith("generate"):
             print(json.dumps(_generate(args.mode)))
         else:
-            print(json.dumps(_measure(args.mode, args.rows, args.steps, args.warmup)))
+            print(json.dumps(_measure(args.mode, args.rows, args.steps, args.warmup, args.batches)))
         return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -281,15 +300,37 @@ def main() -> None:
     if args.only != "minilm":
         modes += ["engine-smollm2", "plain-smollm2", "engine-smollm2-bf16", "plain-smollm2-bf16", "generate-smollm2",
                   "generate-smollm2-bf16"]
-    results = {}
+    import statistics
+    import tempfile
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    ratios: dict[str, list[float]] = {}  # engine mode -> engine / plain samples/s of each round
+    batches_dir = Path(tempfile.mkdtemp(prefix="tuneops-bench-batches-"))
     for mode in modes:
-        steps, warmup = (args.llm_steps, 2) if "smollm2" in mode else (args.steps, args.warmup)
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(steps), "--warmup",
-                              str(warmup), "--rows", str(args.rows)], capture_output=True, text=True, cwd=ROOT)
-        if out.returncode != 0:
-            sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
-        results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(json.dumps(results[mode]), flush=True)
+        if mode in PAIRED.values():
+            continue  # runs right after its engine mode, on the engine's batches
+        for round_ in range(args.repeats if mode in PAIRED else 1):
+            batches = batches_dir / f"{mode}-{round_}.json"
+            for m in (mode, PAIRED[mode]) if mode in PAIRED else (mode,):
+                steps, warmup = (args.llm_steps, 2) if "smollm2" in m else (args.steps, args.warmup)
+                out = subprocess.run([sys.executable, __file__, "--mode", m, "--steps", str(steps), "--warmup",
+                                      str(warmup), "--rows", str(args.rows), "--batches", str(batches)],
+                                     capture_output=True, text=True, cwd=ROOT)
+                if out.returncode != 0:
+                    sys.exit(f"{m} failed:\n{out.stderr[-3000:]}")
+                runs.setdefault(m, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(json.dumps(runs[m][-1]), flush=True)
+            if mode in PAIRED:
+                ratios.setdefault(mode, []).append(runs[mode][-1]["samples_per_s"]
+                                                   / runs[PAIRED[mode]][-1]["samples_per_s"])
+    # each mode's median run (by samples/s) stands for it in the table
+    results = {m: sorted(r, key=lambda x: x.get("samples_per_s", 0))[len(r) // 2] for m, r in runs.items()}
+
+    def paired(engine_mode: str) -> str:
+        rounds = ratios[engine_mode]
+        return (f"{statistics.median(rounds):.2f}x, the median of {len(rounds)} alternated rounds "
+                f"({', '.join(f'{x:.2f}' for x in rounds)})")
+
     peak = max(peak, matmul_peak())
     bf16 = cpu_supports_bf16() or torch.cuda.is_available()
     peak_bf16 = matmul_peak(dtype="bfloat16") if bf16 else 0.0
@@ -307,8 +348,8 @@ def main() -> None:
     print()
     if "engine-lora" in results:
         e, p, n, f = (results[m] for m in ("engine-lora", "plain-lora", "naive-lora", "engine-full"))
-        ratio_a, ratio_b = e["samples_per_s"] / p["samples_per_s"], e["samples_per_s"] / n["samples_per_s"]
-        print(f"(a) engine / plain PEFT loop, samples/s:   {ratio_a:.2f}x  (goal >= 1.0)")
+        ratio_b = e["samples_per_s"] / n["samples_per_s"]
+        print(f"(a) engine / plain PEFT loop on the same batches, samples/s: {paired('engine-lora')}  (goal >= 1.0)")
         print(f"(b) engine / naive max-length padding:     {ratio_b:.2f}x  (goal >= 1.5)")
         print(f"(c) engine achieved FLOP/s / matmul peak:  {e['flops_per_s'] / peak:.0%}    (goal >= 35%)")
         print(f"    naive padding FLOP/s / matmul peak:    {n['flops_per_s'] / peak:.0%}    (bigger matmuls, on "
@@ -331,8 +372,7 @@ def main() -> None:
             e, p = results[f"engine-smollm2{suffix}"], results[f"plain-smollm2{suffix}"]
             print(f"SmolLM2 LoRA{suffix or ' fp32'}: engine {e['samples_per_s']:.2f} samples/s, "
                   f"{e['tokens_per_s']:.0f} tokens/s; plain PEFT loop {p['samples_per_s']:.2f} samples/s, "
-                  f"{p['tokens_per_s']:.0f} tokens/s; engine / plain {e['samples_per_s'] / p['samples_per_s']:.2f}x "
-                  "(goal >= 1.0)")
+                  f"{p['tokens_per_s']:.0f} tokens/s; engine / plain {paired(f'engine-smollm2{suffix}')} (goal >= 1.0)")
         e32, e16 = results["engine-smollm2"], results["engine-smollm2-bf16"]
         print(f"SmolLM2 LoRA bf16 / fp32 (engine): {e16['samples_per_s'] / e32['samples_per_s']:.2f}x on this CPU")
         for suffix in ("", "-bf16"):

@@ -33,4 +33,6 @@ def fine_tune(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: st
     tracking.log_metrics(run_id, {"train_seconds": result.train_seconds,
                                   "trainable_params": result.trainable_params, "epochs_run": result.epochs_run,
                                   **{f"best_validation_{k}": v for k, v in result.best_validation.items()}})
+    if result.merge_check:  # merged vs unmerged on the validation split (tuneops.training.merge_check)
+        tracking.set_tags(run_id, result.merge_check)
     return result

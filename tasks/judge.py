@@ -3,7 +3,7 @@ the report, registration, and the run's summary. train_model and combine_adapter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +20,7 @@ from tuneops.registry.versions import Registration
 from tuneops.tasks.evaluate import evaluate_challenger, publish_report, score_baseline, score_champion
 from tuneops.tasks.gate import gate
 from tuneops.tasks.register import register_model
+from tuneops.training.merge_check import MergeCheck
 from tuneops.training.trainer import TrainResult
 
 
@@ -32,6 +33,8 @@ class TrainOutcome:
     test_metrics: dict[str, float]
     run_id: str
     compute_seconds: dict[str, float]
+    merge_check: dict[str, str] = field(default_factory=dict)
+    """The merged-vs-unmerged check's tags (``tuneops.merge_check.*``), empty where it does not apply."""
 
 
 def compute_seconds(trained: TrainResult, challenger: Evaluation, champion: ChampionScores | None) -> dict[str, float]:
@@ -60,6 +63,9 @@ def report_outcome(outcome: TrainOutcome) -> None:
              f"**{'Promoted to champion' if r.promoted else 'Not promoted'}**: {d.reason}", "",
              "| test metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in outcome.test_metrics.items()]
+    check = MergeCheck.from_tags(outcome.merge_check)
+    if check is not None:
+        lines += ["", f"Merged vs unmerged on the validation split: {check.verdict()}."]
     lines += ["", f"Model URI: `{r.model_uri}`; MLflow run `{outcome.run_id}`."]
     create_markdown_artifact("\n".join(lines), key="training-outcome", description="Gate decision and metrics")
     tracking.log_metrics(outcome.run_id, {f"compute_{k}_seconds": v for k, v in outcome.compute_seconds.items()})
@@ -80,4 +86,4 @@ def judge_and_register(config: TuneopsConfig, data: pd.DataFrame, splits: SplitR
     data_fingerprint = fingerprint(data, [columns.text_column, columns.label_column])
     registration = register_model(trained, config, data_fingerprint, splits, challenger.metrics, decision, run_id)
     return TrainOutcome(registration, decision, challenger.metrics, run_id,
-                        compute_seconds(trained, challenger, champion))
+                        compute_seconds(trained, challenger, champion), trained.merge_check)

@@ -30,6 +30,7 @@ def register_model(trained: TrainResult, cfg: TuneopsConfig, data_fingerprint: s
     tags = provenance_tags(cfg, data_fingerprint, splits, metrics, decision, tracking.code_version())
     run_tags = tracking.client().get_run(run_id).data.tags  # what the data policies did (tasks/validation.py)
     tags.update({k: v for k, v in run_tags.items() if k.startswith(POLICY_TAG)})
+    tags.update(trained.merge_check)  # merged vs unmerged: a merging runtime reads it from the version
     tracking.set_tags(run_id, tags)
     tracking.log_text(run_id, json.dumps(cfg.model_dump(mode="json"), indent=2), "config/resolved_config.json")
     result = log_and_register(trained, cfg, tags, splits, metrics, decision.passed and cfg.gate.auto_promote, run_id)

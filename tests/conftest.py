@@ -214,6 +214,19 @@ def causal_config(data_path: str, base: str, model_name: str, **sections):
     return validate_config(raw)
 
 
+def pretend_trained(model, seed: int = 0, scale: float = 0.5):
+    """A PEFT model whose LoRA B matrices (zero when created, so the adapter changes nothing) are drawn at random, as
+    training would have moved them: a merged copy then really differs from the base."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, scale)
+    return model.eval()
+
+
 CHAMPION_NAME = "scoring-champion"
 
 

@@ -14,6 +14,7 @@ from tuneops.errors import TuneopsError
 
 if TYPE_CHECKING:
     from tuneops.config import TuneopsConfig
+    from tuneops.tasks.judge import TrainOutcome
 
 
 def _strip_expected_tracebacks() -> None:
@@ -67,27 +68,37 @@ def _prepare_training_run(args: argparse.Namespace) -> TuneopsConfig:
     return cfg
 
 
+def train_summary(outcome: TrainOutcome) -> str:
+    """What `tuneops train` prints when its flow is done: the version, test metrics, baseline, gate, merge check,
+    aliases and run."""
+    from tuneops.training.merge_check import MergeCheck, consequence
+
+    r, d = outcome.registration, outcome.decision
+    lines = ["", "=" * 72, f"model        {r.name} v{r.version}  ({r.model_uri})",
+             "test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
+                                         if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "set_match",
+                                                  "micro_f1", "json_valid", "perplexity", "preference_accuracy",
+                                                  "preference_margin"))]
+    lift = next((c for c in d.checks if c["check"].startswith("lift over baseline")), None)
+    if lift is not None:
+        bar = f"bar {lift['bound']:+.4f} (gate.min_lift_over_baseline)" if lift["gated"] else "not gated"
+        lines.append(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, "
+                     f"lift {lift['delta']:+.4f} (CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]; {bar})")
+    lines.append(f"gate         {d.reason}")
+    check = MergeCheck.from_tags(outcome.merge_check)
+    if check is not None:
+        lines.append(f"merge check  {check.verdict()}; {consequence(check.passed)}")
+    lines.append(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
+    lines.append(f"mlflow run   {outcome.run_id}")
+    return "\n".join(lines)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _prepare_training_run(args)
     from tuneops.flows.train_model import train_model
 
     _strip_expected_tracebacks()
-    outcome = train_model(config=cfg)
-    r, d = outcome.registration, outcome.decision
-    print("\n" + "=" * 72)
-    print(f"model        {r.name} v{r.version}  ({r.model_uri})")
-    print("test         " + "  ".join(f"{k}={v:.4f}" for k, v in outcome.test_metrics.items()
-                                      if k in ("accuracy", "macro_f1", "rouge_l", "exact_match", "set_match",
-                                               "micro_f1", "json_valid", "perplexity", "preference_accuracy",
-                                               "preference_margin")))
-    lift = next((c for c in d.checks if c["check"].startswith("lift over baseline")), None)
-    if lift is not None:
-        bar = f"bar {lift['bound']:+.4f} (gate.min_lift_over_baseline)" if lift["gated"] else "not gated"
-        print(f"baseline     {lift['check'].removeprefix('lift over baseline ')}: {lift['baseline']:.4f}, lift "
-              f"{lift['delta']:+.4f} (CI [{lift['ci_low']:+.4f}, {lift['ci_high']:+.4f}]; {bar})")
-    print(f"gate         {d.reason}")
-    print(f"aliases      challenger -> v{r.version}" + (f", champion -> v{r.version}" if r.promoted else ""))
-    print(f"mlflow run   {outcome.run_id}")
+    print(train_summary(train_model(config=cfg)))
     return 0
 
 
@@ -141,45 +152,41 @@ def cmd_runtime_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tuneops.config import ServingConfig, load_config
+    from tuneops.serving.serving_file import requests_from
+    from tuneops.serving.spec import build_specs
 
-    if args.config is None and args.model_uri is None:
-        raise TuneopsError("tuneops serve needs --config CONFIG (serves its registry.model_name's champion) or "
-                           "--model-uri URI (e.g. models:/banking77-intent@champion)")
-    cfg = load_config(args.config, args.set) if args.config else None
-    if cfg is None and args.set:
-        raise TuneopsError("--set needs --config (it overrides a config's values)")
-    serving = cfg.serving if cfg is not None else ServingConfig()
-    flags = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v is not None}
-    if flags:  # the flags win over the config's serving section, checked by the same rules
-        from pydantic import ValidationError
-
-        from tuneops.errors import ConfigError
-
-        try:
-            serving = ServingConfig.model_validate({**serving.model_dump(), **flags})
-        except ValidationError as exc:
-            raise ConfigError("; ".join(f"--{e['loc'][0]} {e['input']!r}: {e['msg']}" for e in exc.errors())) \
-                from None
+    requests, file_values, file_label = requests_from(args.config, args.serving_file, args.set, args.model_uri,
+                                                      args.version)
+    flags = {"host": args.host, "port": args.port, "workers": args.workers}
+    specs = build_specs(requests, flags, file_values, file_label)
+    if args.mlflow_command and len(specs) > 1:
+        raise TuneopsError(f"--mlflow-command prints the `mlflow models serve` line of one model (MLflow serves one "
+                           f"per process) and {len(specs)} are given; run it with each --config on its own")
     check_services()
     from tuneops.serving import model_slot, server
-    from tuneops.serving.spec import build_spec
 
-    spec = build_spec(cfg, serving, model_uri=args.model_uri, version=args.version)
     if args.mlflow_command:
         import shlex
 
-        argv, env = server.mlflow_serve_command(spec)
+        argv, env = server.mlflow_serve_command(specs[0])
         shown = {**{k: shlex.quote(v) for k, v in env.items()},
                  "PATH": shlex.quote(os.path.dirname(argv[0])) + ':"$PATH"'}  # the venv's bin/, then the user's PATH
         print(" ".join(f"{k}={v}" for k, v in shown.items()) + " " + shlex.join(argv))
         return 0
-    model_slot.resolve(spec)  # no champion (or an unreachable registry) fails here, before anything starts
+    for spec in specs:  # no champion (or an unreachable registry) fails here, before anything starts
+        model_slot.resolve(spec)
+    serving = specs[0].settings()
     where = f"http://{serving.host}:{serving.port}"
-    following = f"following @{spec.alias}" if spec.alias else "pinned"
-    print(f"serving {spec.describe()} ({following}) on {where} with {serving.workers} worker(s); "
-          f"online predictions -> {spec.log_output or 'not logged'}", flush=True)
-    server.serve(spec)
+    served = [f"{s.describe()} ({f'following @{s.alias}' if s.alias else 'pinned'})" for s in specs]
+    logs = [s.log_output or "not logged" for s in specs]
+    if len(specs) == 1:
+        print(f"serving {served[0]} on {where} with {serving.workers} worker(s); online predictions -> {logs[0]}",
+              flush=True)
+    else:
+        print(f"serving {len(specs)} models on {where} with {serving.workers} worker(s):", flush=True)
+        for spec, line, out in zip(specs, served, logs, strict=True):
+            print(f"  {where}{spec.route}  {line}; online predictions -> {out}", flush=True)
+    server.serve(specs)
     return 0
 
 
@@ -298,11 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
 
     p = add("serve", cmd_serve, "Serve the champion (or a version) over HTTP with MLflow's scoring contract "
-            "(/invocations, /ping, /health, /version) plus /metadata; follows the champion alias.")
-    p.add_argument("--config", help="config naming the model (registry.model_name) and the serving settings")
+            "(/invocations, /ping, /health, /version) plus /metadata; follows the champion alias. Several models "
+            "(--config A --config B, or --serving-file) are served in one process, each at "
+            "/models/NAME/invocations and following its own champion.")
+    p.add_argument("--config", action="append", help="config naming the model (registry.model_name) and its "
+                   "serving settings; repeat it to serve several models in one process")
+    p.add_argument("--serving-file", metavar="FILE", help="YAML listing the models to serve (each a config, with an "
+                   "optional version, alias or runtime) and the process's host, port and workers; instead of "
+                   "--config (see the serving file reference)")
     p.add_argument("--model-uri", help="model to serve instead: models:/NAME@ALIAS (followed), models:/NAME/N, "
                    "runs:/... or a folder")
-    p.add_argument("--version", help="serve this registered version instead of following the champion")
+    p.add_argument("--version", help="serve this registered version instead of following the champion (one model)")
     p.add_argument("--host", help="address to bind (default serving.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default serving.port, 8080)")
     p.add_argument("--workers", type=int, help="worker processes, each with its model and alias poller (default "
@@ -311,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the `mlflow models serve` command (with the environment it needs) that serves the "
                    "same model from the same store, and exit")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set serving.max_batch_size=16")
+                   help="config override, e.g. --set serving.max_batch_size=16 (applied to every config served)")
 
     p = add("runtime-check", cmd_runtime_check, "Check inference runtimes against fp32 on a registered version's "
             "validation split and record the result on the version (serving.runtime may then use them).")

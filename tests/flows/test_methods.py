@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import LABELS, MINILM, tiny_config
+from tuneops.training.merge_check import MergeCheck
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -42,6 +43,15 @@ def test_method_trains_registers_and_predicts(method, prefect_server, company_cs
     assert outcome.test_metrics["accuracy"] >= 0.6, outcome.test_metrics
     mv = MlflowClient().get_model_version(name, outcome.registration.version)
     assert mv.tags["tuneops.method"] == method
+    # Methods that merge: the merged copy gave the same label on every validation row (logits equal to rounding).
+    check = MergeCheck.from_tags(mv.tags)
+    if method in ("lora", "ia3"):
+        validation = pd.read_parquet(MlflowClient().download_artifacts(outcome.run_id, "splits/validation.parquet"))
+        assert check is not None and check.passed and check.kind == "label" and check.method == method, mv.tags
+        assert check.rows == len(validation) and check.max_diff < 1e-3
+        assert "## Merged vs unmerged" in mv.description and outcome.merge_check == check.tags()
+    else:  # nothing a runtime could merge: no check, and no runtime is refused for it
+        assert check is None and "## Merged vs unmerged" not in mv.description
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     out = model.predict(pd.DataFrame({"text": ["I still have not received my new card", "how do I change my pin"]}))
     assert set(out["label"]) <= set(LABELS) and out["confidence"].between(0, 1).all()

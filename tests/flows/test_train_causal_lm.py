@@ -138,6 +138,15 @@ def test_lora_is_gated_against_the_rescored_champion(full_then_lora):
     test_path = MlflowClient().download_artifacts(lora.run_id, "splits/test.parquet")
     assert lora.test_metrics["exact_match"] > majority_rate(test_path) + 0.2, lora.test_metrics
     assert MlflowClient().get_model_version("causal-intent", "2").tags["tuneops.method"] == "lora"
+    # LoRA merges: merged and unmerged gave the same greedy answer to every validation prompt (fewer than the cap).
+    from tuneops.training.merge_check import MergeCheck
+
+    validation = pd.read_parquet(MlflowClient().download_artifacts(lora.run_id, "splits/validation.parquet"))
+    check = MergeCheck.from_tags(MlflowClient().get_model_version("causal-intent", "2").tags)
+    assert check is not None and check.passed and check.kind == "answer", lora.merge_check
+    assert check.rows == validation.prompt.nunique() and check.method == "lora"
+    assert MlflowClient().get_run(lora.run_id).data.tags["tuneops.merge_check.passed"] == "True"
+    assert MergeCheck.from_tags(MlflowClient().get_model_version("causal-intent", "1").tags) is None  # full
 
 
 def test_perplexity_ceiling_blocks_promotion_and_says_so(prefect_server, tiny_causal_lm, instruction_csv):

@@ -117,6 +117,13 @@ def test_dpo_registers_a_better_preference_model_with_lineage(chain):
     assert mv.tags["tuneops.base_model.registered"] == f"{NAME}/1"
     assert mv.tags["tuneops.base_model.run_id"] == supervised.run_id
     assert f"`{NAME}/1`" in mv.description and "DPO, loss `sigmoid`" in mv.description
+    # LoRA merges: the merged copy gave the trained model's greedy answer to every sampled validation prompt.
+    from tuneops.training.merge_check import MergeCheck
+
+    check = MergeCheck.from_tags(mv.tags)
+    assert check is not None and check.passed and check.kind == "answer" and check.method == "lora", mv.tags
+    assert 0 < check.rows <= 200 and "## Merged vs unmerged" in mv.description
+    assert MergeCheck.from_tags(client.get_model_version(NAME, "1").tags) is None  # the full-tuned SFT champion
     # MLflow curves of the DPO loss and TRL's reward metrics, per logging step and per epoch.
     assert len(client.get_metric_history(dpo.run_id, "loss")) >= 2
     assert client.get_metric_history(dpo.run_id, "validation_rewards/accuracies")

@@ -44,7 +44,14 @@ def _start(stack, deployment: str, config, env: dict[str, str] | None = None) ->
     body: dict = {"parameters": {"config": config.model_dump(mode="json")}}
     if env:
         body["job_variables"] = {"env": env}
-    response = httpx.post(f"{stack.api}/deployments/{dep['id']}/create_flow_run", json=body)
+    # Prefect answers 503 while its SQLite database is locked by another writer (a busy 2-core machine); its own
+    # client and UI retry that, so this caller does too, for up to 30 s.
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.post(f"{stack.api}/deployments/{dep['id']}/create_flow_run", json=body)
+        if response.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert response.status_code == 201, response.text
     return response.json()["id"]
 

@@ -21,7 +21,7 @@ from tuneops.cli import build_parser
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} \| (?P<level>[A-Z]+) *\| (?P<source>.+?) - ")
 OWN_SOURCES = ("Flow run ", "Task run ", "tuneops", "prefect")
 # What `tuneops train` and `tuneops predict` print themselves (tuneops/cli.py)
-SUMMARY = ("=" * 72, "model ", "test ", "baseline ", "gate ", "aliases ", "mlflow run ", "wrote ")
+SUMMARY = ("=" * 72, "model ", "test ", "baseline ", "gate ", "merge check ", "aliases ", "mlflow run ", "wrote ")
 FOREIGN = {
     "a Python warning": re.compile(r"\b[A-Za-z]*Warning: |warnings\.warn\("),
     "a progress bar": re.compile(r"it/s\]|s/it\]|\d+%\||Loading weights|Downloading artifacts|Writing model shards"),

@@ -38,7 +38,8 @@ def _input_column(model: Any) -> str:
 
 
 def _version_metadata(name: str, version: str) -> dict[str, Any]:
-    """What the registry records for a version: its run, aliases, test metrics, data fingerprint, gate verdict."""
+    """What the registry records for a version: its run, aliases, test metrics, data fingerprint, gate verdict, and
+    every tag of the version (as it was when the version was loaded)."""
     from tuneops.registry.tracking import client
 
     mv = client().get_model_version(name, version)
@@ -53,7 +54,8 @@ def _version_metadata(name: str, version: str) -> dict[str, Any]:
                                    if k.startswith("tuneops.split.") and k.endswith(".fingerprint")},
             "code_version": tags.get("tuneops.code_version"),
             "gate": {"passed": tags.get("tuneops.gate.passed") == "True", "reason": tags.get("tuneops.gate.reason")},
-            "registered_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")}
+            "registered_at": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+            "tags": tags}
 
 
 def load(spec: ServeSpec, version: str | None) -> LoadedModel:
@@ -87,9 +89,9 @@ def load(spec: ServeSpec, version: str | None) -> LoadedModel:
             from tuneops.config import TuneopsConfig
 
             cfg = TuneopsConfig.model_validate({**spec.config, "serving": spec.serving})
-            model, runtime = scoring.load_verified(cfg, version)
+            model, runtime = scoring.load_verified(cfg, version, share_base=spec.share_base)
         else:
-            model = scoring.load_model(spec.model_name, version)
+            model = scoring.load_model(spec.model_name, version, share_base=spec.share_base)
         label = str(version)
         meta = _version_metadata(spec.model_name, label)
     column = _input_column(model)
@@ -137,13 +139,18 @@ class AliasFollower:
     """A daemon thread that follows the alias: when it moves, load the new version fully, then swap it in.
 
     A registry that cannot be reached, or a version that fails to load, is logged and the current model keeps
-    serving (a version that failed is not retried until the alias moves again): the server never stops answering
-    because of what happens in the registry.
+    serving (a version that failed is not retried until the alias moves again; :attr:`load_failure` says what
+    failed until a version is swapped in): the server never stops answering because of what happens in the
+    registry. Each model a process serves has its own follower, so one model's failure leaves the others alone.
     """
 
     def __init__(self, spec: ServeSpec, slot: ModelSlot, interval_s: float):
         self.spec, self.slot, self.interval_s = spec, slot, interval_s
         self.swaps = 0
+        self.alias_points_to: str | None = None
+        """Where the alias pointed at the last look (None before the first)."""
+        self.load_failure: dict[str, str] | None = None
+        """The version the alias points to that failed to load (``version``, ``error``, ``at``), else None."""
         self._failed: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tuneops-alias-follower", daemon=True)
@@ -152,9 +159,10 @@ class AliasFollower:
         if self.spec.alias is not None:
             self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop following; ``wait``: until a load under way has finished (at most 30 s)."""
         self._stop.set()
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join(timeout=30)
 
     def check_once(self) -> bool:
@@ -167,19 +175,22 @@ class AliasFollower:
             log.error("cannot read alias %s of %s (%s); still serving v%s", self.spec.alias, self.spec.model_name,
                       exc, self.slot.current.version)
             return False
+        self.alias_points_to = target
         if target is None or target == self.slot.current.version or target == self._failed:
             return False
         log.info("%s@%s moved to v%s: loading it beside v%s", self.spec.model_name, self.spec.alias, target,
                  self.slot.current.version)
         try:
             loaded = load(self.spec, target)
-        except Exception:  # noqa: BLE001 - any failure of a new version must leave the serving one in place
+        except Exception as exc:  # noqa: BLE001 - any failure of a new version must leave the serving one in place
             log.exception("loading %s v%s failed; still serving v%s", self.spec.model_name, target,
                           self.slot.current.version)
             self._failed = target
+            self.load_failure = {"version": target, "error": f"{type(exc).__name__}: {exc}",
+                                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
             return False
         old = self.slot.swap(loaded)
-        self._failed = None
+        self._failed, self.load_failure = None, None
         self.swaps += 1
         log.info("now serving %s v%s (was v%s)", self.spec.model_name, loaded.version, old.version)
         return True

@@ -13,6 +13,12 @@ on the same rows, pass/fail) become tags ``tuneops.runtime.<name>.*`` of the ver
 them instead of measuring again (unless the thresholds changed). A runtime that failed is refused with its
 figures. ``serving.runtime: auto`` picks the fastest runtime that passed, fp32 when none did.
 :func:`tuneops.serving.scoring.load_verified` is the loading path that applies all this.
+
+A runtime that merges an adapter into the weights (``Runtime.merges``: bf16, int8, onnx) is refused, before any
+measuring, for a version whose merged-vs-unmerged check failed at training time (the tags
+``tuneops.merge_check.*``, :mod:`tuneops.training.merge_check`), and ``auto`` skips it there. A version without
+that check (registered before it existed, with merged weights; full fine-tuning; a method that cannot merge) is not
+refused for it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import pandas as pd
 
 from tuneops.serving import runtimes
 from tuneops.serving.runtimes import AUTO, REFERENCE, RuntimeRefused
+from tuneops.training.merge_check import MergeCheck
 
 if TYPE_CHECKING:
     from tuneops.config import ServingConfig, TuneopsConfig
@@ -212,6 +219,14 @@ def check(cfg: TuneopsConfig, version: str, names: list[str], skip_unusable: boo
 
     name = cfg.registry.model_name
     column = families.of(cfg).input_column(cfg)
+    tags = _tags(name, version)
+    for runtime in list(names):
+        blocked = merge_refusal(name, version, runtime, tags)
+        if blocked is not None:
+            if not skip_unusable:
+                raise blocked
+            log.warning("%s", blocked)
+            names = [n for n in names if n != runtime]
     with tempfile.TemporaryDirectory() as tmp:
         local = download(name, version, Path(tmp) / "model")
         split = validation_split(name, version, Path(tmp) / "split")
@@ -247,6 +262,22 @@ def _output_columns(local: str) -> list[str]:
     return schema.input_names() if schema is not None else []
 
 
+def merge_refusal(name: str, version: str, runtime: str, tags: dict[str, str]) -> RuntimeRefused | None:
+    """Why a runtime that merges the adapter into the weights may not serve this version (its merged-vs-unmerged
+    check failed at training time), or None: the runtime does not merge, the check passed, or the version has none
+    (registered before the check existed, with merged weights; full fine-tuning; a method that cannot merge)."""
+    if runtime in (REFERENCE, AUTO) or not runtimes.get(runtime).merges:
+        return None
+    found = MergeCheck.from_tags(tags)
+    if found is None or found.passed:
+        return None
+    return RuntimeRefused(f"runtime {runtime} merges the adapter into the base weights, and {name} v{version} failed "
+                          f"its merged-vs-unmerged check at training time ({found.summary()}): merged, it does not "
+                          "answer as it was trained; serve it with serving.runtime: fp32 (which does not merge: a "
+                          "version that stores its adapter is served as it was trained), or find why merging changes "
+                          "it and train it again")
+
+
 def refusal(name: str, version: str, agreement: Agreement) -> RuntimeRefused:
     return RuntimeRefused(f"runtime {agreement.runtime} failed its agreement check with fp32 on {name} v{version}: "
                           f"{agreement.summary()}; serve it with serving.runtime: fp32 (or another runtime that "
@@ -255,9 +286,14 @@ def refusal(name: str, version: str, agreement: Agreement) -> RuntimeRefused:
 
 def verified(cfg: TuneopsConfig, version: str, runtime: str) -> Agreement:
     """The recorded check of ``runtime`` under the configured thresholds, measured now if there is none; a
-    runtime that failed is refused with its figures."""
+    runtime that failed is refused with its figures, and so is a runtime that merges where the version's
+    merged-vs-unmerged check failed."""
     name = cfg.registry.model_name
-    found = recorded(name, version, runtime)
+    tags = _tags(name, version)
+    blocked = merge_refusal(name, version, runtime, tags)
+    if blocked is not None:
+        raise blocked
+    found = Agreement.from_tags(tags, runtime)
     if found is None or not found.under(cfg.serving):
         log.info("runtime %s has no agreement check on %s v%s under these thresholds; checking it against fp32 on "
                  "the validation split", runtime, name, version)
@@ -269,7 +305,8 @@ def verified(cfg: TuneopsConfig, version: str, runtime: str) -> Agreement:
 
 def choose(cfg: TuneopsConfig, version: str, wanted: str | None = None) -> str:
     """The runtime to serve with: ``wanted`` (default ``serving.runtime``), or for auto the fastest runtime recorded
-    as passed under the configured thresholds that this machine can run (fp32 when none is faster than fp32)."""
+    as passed under the configured thresholds that this machine can run and that the version's merged-vs-unmerged
+    check does not rule out (fp32 when none is faster than fp32)."""
     wanted = wanted or cfg.serving.runtime
     if wanted != AUTO:
         return wanted
@@ -278,6 +315,8 @@ def choose(cfg: TuneopsConfig, version: str, wanted: str | None = None) -> str:
     for runtime in runtimes.RUNTIMES:
         found = Agreement.from_tags(tags, runtime)
         if found is None or not found.passed or not found.under(cfg.serving) or runtimes.get(runtime).unavailable():
+            continue
+        if merge_refusal(cfg.registry.model_name, version, runtime, tags) is not None:
             continue
         speedup = found.rows_per_s / found.reference_rows_per_s
         if speedup > 1.0 and speedup > best_speed:

@@ -85,15 +85,19 @@ def _installed_version() -> str:
     return version("tuneops")
 
 
-def load_model(name: str, version: str, runtime: str = "fp32", batch_size: int | None = None) -> Any:
+def load_model(name: str, version: str, runtime: str = "fp32", batch_size: int | None = None,
+               share_base: bool = False) -> Any:
     """The registered pyfunc (``mlflow.pyfunc.PyFuncModel``) on an inference runtime, or a RegistryError that
-    names it. This does not check the runtime against fp32: :func:`load_verified` does."""
+    names it. This does not check the runtime against fp32: :func:`load_verified` does. ``share_base``: a process
+    that serves several models asks the pyfunc to share one copy of a base's weights between them."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     model_config: dict[str, Any] = {"runtime": runtime}
     if batch_size is not None:
         model_config["batch_size"] = batch_size
+    if share_base:
+        model_config["share_base"] = True
     from tuneops.serving.runtimes import require_model_config
 
     try:
@@ -112,7 +116,7 @@ def load_model(name: str, version: str, runtime: str = "fp32", batch_size: int |
     return model
 
 
-def load_verified(cfg: TuneopsConfig, version: str) -> tuple[Any, str]:
+def load_verified(cfg: TuneopsConfig, version: str, share_base: bool = False) -> tuple[Any, str]:
     """The registered pyfunc on the configured runtime (``serving.runtime``; auto: the fastest verified one), checked
     against fp32 on the validation split first when it is not fp32 (once per version: the result is a tag), and
     the runtime's name. A runtime that failed its check is refused with its figures."""
@@ -121,7 +125,7 @@ def load_verified(cfg: TuneopsConfig, version: str) -> tuple[Any, str]:
     runtime = runtime_check.choose(cfg, version)
     if runtime != "fp32":
         runtime_check.verified(cfg, version, runtime)
-    return load_model(cfg.registry.model_name, version, runtime, cfg.serving.scoring_batch_size), runtime
+    return load_model(cfg.registry.model_name, version, runtime, cfg.serving.scoring_batch_size, share_base), runtime
 
 
 def check_text_column(frame: pd.DataFrame, text_column: str, source: str = "input") -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuneops.training.merge_check import MergeCheck
 
 
 @dataclass
@@ -38,6 +41,10 @@ class TrainingPlan:
     labels: list[str] = field(default_factory=list)
     save_extra: Callable[[Path], None] = lambda model_dir: None
     """Write family files beside the exported model (e.g. generation settings)."""
+    compare_merged: Callable[[Any, Any], MergeCheck] | None = None
+    """(the trained model with its adapter unmerged, a copy with the adapter merged into the base weights) -> their
+    row-by-row comparison on the validation split (the family's ``merge_check.py``); the trainer calls it for methods
+    that can merge (:mod:`tuneops.training.merge_check`). None: the family offers none, nothing is recorded."""
     peft_task_type: str | None = None
     """PEFT's task type when it depends on the base model (language_modeling: an encoder or a decoder); None: the
     family's ``peft_task_type``."""

@@ -38,6 +38,8 @@ class TrainResult:
     adapter: dict[str, Any] = field(default_factory=dict)
     resumed_from: str | None = None
     epochs_run: float = 0.0
+    merge_check: dict[str, str] = field(default_factory=dict)
+    """The merged-vs-unmerged check as the version's tags (``tuneops.merge_check.*``); empty where it does not apply."""
 
 
 def checkpoint_key(cfg: TuneopsConfig, splits: SplitResult) -> str:
@@ -63,7 +65,7 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
     from transformers import Trainer
 
     from tuneops import families, settings
-    from tuneops.training import engine, export, optim
+    from tuneops.training import engine, export, merge_check, optim
     from tuneops.training import logger as training_logger
     from tuneops.training.base_models import resolve as resolve_base
     from tuneops.training.checkpoints import checkpoint_mirror, fetch_remote_checkpoint, last_complete_checkpoint
@@ -111,6 +113,8 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
         return None  # a distributed worker other than rank 0: rank 0 exports and verifies
     best = plan.best_validation(trained, evaluated)
     eval_seconds = time.perf_counter() - start
+    # Before the export, which may merge the trained model in place: the check merges a copy.
+    merged_vs_unmerged = merge_check.run(trained, plan.compare_merged, cfg.training.method)
 
     model_dir = out_dir / "model"
     with export.plain_loading():
@@ -126,6 +130,7 @@ def train(cfg: TuneopsConfig, splits: SplitResult, out_dir: Path, run_id: str | 
         model_dir=str(model_dir), labels=plan.labels, train_seconds=seconds, eval_seconds=eval_seconds,
         trainable_params=trainable, total_params=total, best_validation=best, adapter=adapter_report,
         resumed_from=Path(resume).name if resume else None, epochs_run=float(trainer.state.epoch or 0),
+        merge_check=merged_vs_unmerged.tags() if merged_vs_unmerged else {},
     )
 
 

@@ -143,6 +143,7 @@ def test_serve_answers_with_the_champion_and_swaps_a_promotion_in_under_load(two
         assert meta["data_fingerprint"] == tags["tuneops.data.fingerprint"] and meta["data_fingerprint"]
         assert meta["metrics"]["test_accuracy"] == pytest.approx(float(tags["tuneops.metric.test_accuracy"]))
         assert meta["alias_points_to"] == "1"
+        assert meta["models"][0]["model_version"] == "1" and meta["load_failure"] is None
 
         seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
         failures: list[str] = []
@@ -252,6 +253,20 @@ def test_a_bad_request_gets_a_4xx_json_error_that_names_it(pinned, case):
     assert message in answer["message"] and answer["error_code"]
     assert headers["x-tuneops-model-version"] == "1"
     assert _call(pinned, "POST", "/invocations", {"inputs": ["change my pin"]})[0] == 200  # still answering
+
+
+def test_one_model_also_answers_at_its_named_route(pinned):
+    """With one model served, /invocations and /models/NAME/invocations both answer; another name is a 404 that lists
+    the served one; /metadata keeps the one model's fields at the top level and lists it under models."""
+    status, _, answer = _call(pinned, "POST", f"/models/{NAME}/invocations", {"inputs": TEXTS[:2]})
+    assert status == 200 and answer["model_name"] == NAME and answer["model_version"] == "1"
+    assert answer["predictions"] == _call(pinned, "POST", "/invocations", {"inputs": TEXTS[:2]})[2]["predictions"]
+    status, _, error = _call(pinned, "POST", "/models/other/invocations", {"inputs": ["hi"]})
+    assert status == 404 and error["served_models"] == [NAME] and f"served: {NAME}" in error["message"]
+    meta = _call(pinned, "GET", "/metadata")[2]
+    assert (meta["model_name"], meta["model_version"], meta["route"]) == (NAME, "1", f"/models/{NAME}/invocations")
+    assert [(m["model_name"], m["model_version"]) for m in meta["models"]] == [(NAME, "1")]
+    assert _call(pinned, "GET", f"/models/{NAME}/metadata")[2]["model_version"] == "1"
 
 
 def test_every_mlflow_request_layout_gives_the_same_answer(pinned):

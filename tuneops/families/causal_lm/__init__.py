@@ -44,6 +44,7 @@ from tuneops.evaluation.results import Evaluation
 from tuneops.families import INPUT_SIGNALS, Comparison, TaskFamily, register, require_log_columns
 from tuneops.families.causal_lm.config import CONFIG, accepts
 from tuneops.families.causal_lm.generation import GENERATED_COLUMNS
+from tuneops.training.merge_check import card_lines as merge_check_lines
 
 if TYPE_CHECKING:
     from tuneops.config import TuneopsConfig
@@ -175,7 +176,8 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tuneops.errors import TrainingError
-    from tuneops.families.causal_lm import generation
+    from tuneops.families.causal_lm import generation, merge_check
+    from tuneops.training.merge_check import sample
     from tuneops.training.plan import TrainingPlan
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -199,11 +201,17 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
         loss = sum(sums) / max(sum(counts), 1)
         return {"loss": loss, "perplexity": math.exp(loss)}
 
+    def compare_merged(unmerged: Any, merged: Any) -> Any:
+        """A seeded sample of serving.runtime_check_prompts validation prompts: the same greedy answer?"""
+        prompts, _ = generation.examples(sample(frames["validation"], cfg.serving.runtime_check_prompts), cfg)
+        return merge_check.compare(unmerged, merged, tokenizer, settings, merge_check.distinct(prompts),
+                                   cfg.training.eval_batch_size)
+
     return TrainingPlan(
         tokenizer=tokenizer, load_base=lambda: AutoModelForCausalLM.from_pretrained(base),
         train_dataset=encode(frames["train"]), eval_dataset=encode(frames["validation"]),
         collator=generation.CausalCollator(tokenizer.pad_token_id), metric="loss", final_evaluation=False,
-        best_validation=best_validation, save_extra=settings.save,
+        best_validation=best_validation, save_extra=settings.save, compare_merged=compare_merged,
         verify_export=lambda model_dir, best: verify_export(model_dir, frames["validation"], cfg, best["loss"]))
 
 
@@ -359,6 +367,7 @@ def generator_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult
         "## Test metrics",
         f"ROUGE-L {metrics['rouge_l']:.4f}, exact match {metrics['exact_match']:.4f}{ppl}; per-example scores "
         "and the lowest-scoring generations are in the run's `evaluation/` folder.", "",
+        *merge_check_lines(tags),
         "## Gate decision", tags["tuneops.gate.reason"], "",
         "## Limits",
         "- Generates free text: it can be fluent and wrong. Exact match and ROUGE-L measure overlap with one "

@@ -100,8 +100,9 @@ class AnswerAgreement(Section):
         0.99, gt=0, le=1, description="Causal LMs: least share of sampled validation prompts on which a runtime "
         "must give fp32's greedy answer, character for character.")
     runtime_check_prompts: int = Field(
-        200, ge=1, description="Causal LMs: validation prompts sampled (seeded) for the agreement check; "
-        "generation is slow, so the check is bounded.")
+        200, ge=1, description="Causal LMs: validation prompts sampled (seeded) for a runtime's agreement check and "
+        "for the merged-vs-unmerged check at training time (adapter methods that merge); generation is slow, so "
+        "the checks are bounded.")
 
 
 LABEL_SET_METRICS = ("set_match", "json_valid")

@@ -77,7 +77,9 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     from transformers import AutoTokenizer, DataCollatorWithPadding
 
     from tuneops.evaluation.metrics import classification_metrics
+    from tuneops.families.classification import merge_check
     from tuneops.families.classification.pooling import classifier_class
+    from tuneops.training.merge_check import sample
     from tuneops.training.plan import TrainingPlan
 
     text, label = cfg.data.text_column, cfg.data.label_column
@@ -103,12 +105,18 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
         return {k.removeprefix("eval_"): float(v) for k, v in evaluated.items()
                 if k in ("eval_accuracy", "eval_macro_f1")}
 
+    def compare_merged(unmerged: Any, merged: Any) -> Any:
+        """Every validation row (a seeded sample beyond serving.runtime_check_rows): the same label?"""
+        rows = sample(frames["validation"], cfg.serving.runtime_check_rows)
+        return merge_check.compare(unmerged, merged, tokenizer, rows[text].astype(str).tolist(), cfg.model.max_length,
+                                   cfg.training.eval_batch_size)
+
     return TrainingPlan(
         tokenizer=tokenizer, load_base=load_base, train_dataset=encode(frames["train"]),
         eval_dataset=encode(frames["validation"]), collator=DataCollatorWithPadding(tokenizer),
         metric=cfg.gate.primary_metric, compute_metrics=compute_metrics, best_validation=best_validation,
         verify_export=lambda model_dir, best: verify_export(model_dir, frames["validation"], cfg, best),
-        labels=labels)
+        compare_merged=compare_merged, labels=labels)
 
 
 # ----------------------------------------------------------------------------- monitoring

@@ -97,7 +97,7 @@ class LabelAgreement(Section):
         "between a runtime's top-class probability and fp32's.")
     runtime_check_rows: int = Field(
         20_000, ge=1, description="Classifiers: most validation rows compared (a seeded sample when there are "
-        "more).")
+        "more), by a runtime's agreement check and by the merged-vs-unmerged check at training time.")
 
 
 METRICS = (

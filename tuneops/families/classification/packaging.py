@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tuneops.data.validation import POLICY_TAG
+from tuneops.training.merge_check import card_lines as merge_check_lines
 
 if TYPE_CHECKING:
     from tuneops.config import TuneopsConfig
@@ -42,6 +43,7 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
            f"{float(tags[f'tuneops.baseline.test_{cfg.gate.primary_metric}']):.4f}; lift "
            f"{float(tags[f'tuneops.lift_over_baseline.{cfg.gate.primary_metric}']):+.4f}, CI "
            f"{tags['tuneops.lift_over_baseline.ci']}." if "tuneops.baseline.name" in tags else ""), "",
+        *merge_check_lines(tags),
         "## Gate decision", tags["tuneops.gate.reason"], "",
         "## Limits",
         "- Knows only the labels above; every input gets one of them, however unrelated (watch confidence and "

@@ -51,6 +51,7 @@ from tuneops.data.validation import (
 from tuneops.evaluation.results import Evaluation
 from tuneops.families import TaskFamily, register
 from tuneops.families.language_modeling.config import CONFIG, LanguageModelingConfig, accepts
+from tuneops.training.merge_check import card_lines as merge_check_lines
 
 if TYPE_CHECKING:
     from tuneops.config import TuneopsConfig
@@ -233,6 +234,7 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
 
     from tuneops.errors import TrainingError
     from tuneops.families.language_modeling import language_model as lm
+    from tuneops.families.language_modeling import merge_check
     from tuneops.training.plan import TrainingPlan
 
     objective = base_objective(base)
@@ -272,12 +274,17 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
                                                   batch_size=cfg.training.eval_batch_size).score(validation_texts))
         return {"loss": loss, "perplexity": lm.perplexity_of(loss)}
 
+    def compare_merged(unmerged: Any, merged: Any) -> Any:
+        """Every validation text: the same loss, within training.export_tolerance?"""
+        return merge_check.compare(unmerged, merged, tokenizer, scoring, validation_texts,
+                                   cfg.training.eval_batch_size, cfg.training.export_tolerance)
+
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=objective == "mlm",
                                                mlm_probability=settings(cfg).mlm_probability)
     return TrainingPlan(
         tokenizer=tokenizer, load_base=load_base, train_dataset=encode(frames["train"]),
         eval_dataset=encode(frames["validation"]), collator=collator, metric="loss", final_evaluation=False,
-        best_validation=best_validation, save_extra=scoring.save,
+        best_validation=best_validation, save_extra=scoring.save, compare_merged=compare_merged,
         peft_task_type="CAUSAL_LM" if objective == "clm" else "FEATURE_EXTRACTION",
         trainer_class=lm.masked_lm_trainer() if objective == "mlm" else None,
         verify_export=lambda model_dir, best: verify_export(model_dir, frames["validation"], cfg, best["loss"]))
@@ -432,6 +439,7 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
         "## Test metrics",
         f"{ppl} {metrics['perplexity']:.3f}, mean token log-likelihood {metrics['log_likelihood']:.4f} on the held-out "
         "texts; per-text scores are in the run's `evaluation/` folder.", "",
+        *merge_check_lines(tags),
         "## Gate decision", tags["tuneops.gate.reason"], "",
         "## Limits",
         f"- {RANDOM_HEAD[0].upper()}{RANDOM_HEAD[1:]}." if objective == "mlm" else

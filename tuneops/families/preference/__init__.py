@@ -45,6 +45,7 @@ from tuneops.evaluation.results import Evaluation
 from tuneops.families import INPUT_SIGNALS, TaskFamily, register
 from tuneops.families import causal_lm as causal
 from tuneops.families.preference.config import CONFIG
+from tuneops.training.merge_check import card_lines as merge_check_lines
 
 if TYPE_CHECKING:
     from tuneops.config import TuneopsConfig
@@ -173,8 +174,9 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tuneops.errors import TrainingError
-    from tuneops.families.causal_lm import generation
+    from tuneops.families.causal_lm import generation, merge_check
     from tuneops.families.preference import trainer as preference
+    from tuneops.training.merge_check import sample
     from tuneops.training.plan import TrainingPlan
 
     assert cfg.preference is not None
@@ -209,6 +211,12 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
                 f"(tolerance {cfg.training.export_tolerance}); the export of method '{cfg.training.method}' is "
                 "broken, nothing was registered")
 
+    def compare_merged(unmerged: Any, merged: Any) -> Any:
+        """The prompts of a seeded sample of serving.runtime_check_prompts validation pairs: the same greedy answer?"""
+        prompts, _, _ = _pairs(sample(frames["validation"], cfg.serving.runtime_check_prompts), cfg)
+        return merge_check.compare(unmerged, merged, tokenizer, settings, merge_check.distinct(prompts),
+                                   cfg.training.eval_batch_size)
+
     p = cfg.preference
     return TrainingPlan(
         tokenizer=tokenizer, load_base=lambda: AutoModelForCausalLM.from_pretrained(base),
@@ -216,7 +224,7 @@ def plan_training(cfg: TuneopsConfig, frames: dict[str, pd.DataFrame], base: str
         metric="loss", final_evaluation=False, best_validation=best_validation, save_extra=settings.save,
         trainer_class=preference.trainer_class(p.beta, p.loss_type, p.label_smoothing, cfg.model.max_length,
                                                p.sft_weight),
-        verify_export=verify_export)
+        verify_export=verify_export, compare_merged=compare_merged)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -349,6 +357,7 @@ def model_card(cfg: TuneopsConfig, tags: dict[str, str], splits: SplitResult, me
         f"Preference accuracy {metrics.get('preference_accuracy', math.nan):.4f} (mean margin "
         f"{metrics.get('preference_margin', math.nan):+.4f} nats per token) on held-out pairs; supervised test "
         f"split: {task}.", "",
+        *merge_check_lines(tags),
         "## Gate decision", tags["tuneops.gate.reason"], "",
         "## Limits",
         "- Preference accuracy says which of two given answers the model finds likelier, not that its own greedy "

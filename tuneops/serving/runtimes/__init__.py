@@ -41,7 +41,10 @@ class Runtime:
     ``classifier(model, tokenizer, model_dir)`` turns a loaded fp32 sequence classifier into its forward pass
     (None: classifiers cannot use it). ``generator(model)`` returns the causal LM to generate with and the
     precision to generate under (None: causal LMs cannot use it; ``unsupported`` says why).
-    ``unavailable()`` says why this machine cannot run it (None: it can).
+    ``unavailable()`` says why this machine cannot run it (None: it can). ``merges``: it needs plain weights, so an
+    adapter is merged into the base when a version loads on it (bf16, int8, onnx); such a runtime serves an adapter
+    version only if the version passed its merged-vs-unmerged check (:mod:`tuneops.training.merge_check`). fp32
+    does not merge: a version that stores its adapter is served as the base with the adapter beside it, as trained.
     """
 
     name: str
@@ -50,6 +53,7 @@ class Runtime:
     generator: Callable[[Any], tuple[Any, str]] | None = None
     unavailable: Callable[[], str | None] = lambda: None
     unsupported: str = ""
+    merges: bool = False
 
 
 RUNTIMES: Registry[Runtime] = Registry("runtime")

@@ -33,4 +33,4 @@ def classifier(model: Any, tokenizer: Any, model_dir: Path) -> Forward:
 
 
 register(Runtime(name="bf16", summary="PyTorch under CPU bf16 autocast (CPUs with AVX512-BF16 or AMX)",
-                 classifier=classifier, generator=lambda model: (model, "bf16"), unavailable=unavailable))
+                 classifier=classifier, generator=lambda model: (model, "bf16"), unavailable=unavailable, merges=True))

@@ -28,4 +28,4 @@ def classifier(model: Any, tokenizer: Any, model_dir: Path) -> Forward:
 
 
 register(Runtime(name="int8", summary="PyTorch, dynamic int8 quantisation of the linear layers",
-                 classifier=classifier, generator=lambda model: (quantise(model), "fp32")))
+                 classifier=classifier, generator=lambda model: (quantise(model), "fp32"), merges=True))

@@ -78,4 +78,4 @@ def classifier(model: Any, tokenizer: Any, model_dir: Path) -> Forward:
 
 register(Runtime(name="onnx", summary="ONNX Runtime over the exported classifier graph", classifier=classifier,
                  unavailable=unavailable, unsupported="ONNX is not supported for causal_lm (a generation loop with "
-                 "past key values is not exported); use fp32, int8 or bf16"))
+                 "past key values is not exported); use fp32, int8 or bf16", merges=True))
