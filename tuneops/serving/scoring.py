@@ -281,13 +281,13 @@ def _chunks_of_stream(stream: BinaryIO, source: Source, rows: int) -> Iterator[p
             for batch in pq.ParquetFile(stream).iter_batches(batch_size=rows):
                 yield batch.to_pandas()
             return
-        text = io.TextIOWrapper(stream, encoding="utf-8", newline="" if source.suffix == ".csv" else None)
-        if source.suffix == ".csv":
-            reader = pd.read_csv(text, dtype=str, keep_default_na=False, na_values=[""], chunksize=rows)
-        else:
-            reader = pd.read_json(text, lines=True, dtype=False, chunksize=rows)
-        with reader:
-            yield from reader
+        with io.TextIOWrapper(stream, encoding="utf-8", newline="" if source.suffix == ".csv" else None) as text:
+            if source.suffix == ".csv":
+                reader = pd.read_csv(text, dtype=str, keep_default_na=False, na_values=[""], chunksize=rows)
+            else:
+                reader = pd.read_json(text, lines=True, dtype=False, chunksize=rows)
+            with reader:
+                yield from reader
     except UnicodeDecodeError:
         raise DataError(f"{source.uri} is not UTF-8 (latin-1 or cp1252?); re-export it as UTF-8") from None
     except (ValueError, pd.errors.ParserError, OSError) as exc:
